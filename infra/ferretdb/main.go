@@ -1,0 +1,52 @@
+// Command ferretdb runs an embedded FerretDB v1 (SQLite backend) so the project has a
+// MongoDB-wire document store on machines without mongod. Embedding the public package
+// avoids the version.txt panic of `go install .../cmd/ferretdb` (FerretDB issue 2982);
+// the embedded package never starts the telemetry reporter and disables it explicitly.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
+	dir := flag.String("sqlite-dir", "data", "directory holding the SQLite databases")
+	level := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	flag.Parse()
+
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		log.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + *dir + "/",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	logger.Warn("ferretdb listening", "addr", *listen, "uri", f.MongoDBURI())
+	if err := f.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,4 @@
+from services.recycling.settings import Settings
+from shared.service import serve
+
+serve("services.recycling.main:app", Settings())

@@ -1,0 +1,200 @@
+"""Kafka plumbing every service uses: the broker, publishing events, consuming them safely.
+
+Delivery is at-least-once: a consumer commits a record's offset only after its handler
+returned. A record that can never be processed (malformed, wrong schema, unknown event
+type, or a handler's `Unprocessable`) goes to the dead-letter topic with the reason and
+consumption moves on; a transient failure (store or broker down) is retried with
+exponential backoff, then the record is redelivered, never in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.publisher.usecase import DefaultPublisher
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
+from shared.codec import PoisonMessage, decode, encode, headers_for
+from shared.events import Event
+from shared.settings import ServiceSettings
+from shared.topics import DEAD_LETTER, topic_of
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class Unprocessable(Exception):
+    """Raised by a handler for a record that retrying cannot fix (e.g. an unknown device)."""
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+def make_broker(settings: ServiceSettings) -> KafkaBroker:
+    """A broker whose producer is idempotent (acks=all): a retried send is written once."""
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=settings.service,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=15_000,
+        graceful_timeout=15.0,
+    )
+
+
+class EventBus:
+    """Publishes events to their catalogue topic, keyed by subject id."""
+
+    def __init__(
+        self, broker: KafkaBroker, settings: ServiceSettings, emits: Iterable[type[Event]]
+    ) -> None:
+        self._publishers: dict[type[Event], DefaultPublisher] = {}
+        for cls in emits:
+            topic = topic_of(cls)
+            self._publishers[cls] = broker.publisher(
+                settings.topic(topic.name),
+                schema=cls,
+                title=f"{topic.name}:publish",
+                description=topic.description,
+            )
+
+    async def publish(self, event: Event) -> None:
+        publisher = self._publishers[type(event)]
+        await publisher.publish(
+            encode(event), key=str(event.subject_id).encode(), headers=headers_for(event)
+        )
+
+    async def publish_all(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await self.publish(event)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationFailure):
+        return bool(exc.has_error_label("RetryableWriteError"))
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+class DeadLetters:
+    """Sends a record no consumer can process to the dead-letter topic, untouched, with why."""
+
+    def __init__(self, broker: KafkaBroker, settings: ServiceSettings) -> None:
+        self._service = settings.service
+        self._publisher = broker.publisher(
+            settings.topic(DEAD_LETTER.name),
+            title=f"{DEAD_LETTER.name}:publish",
+            description=DEAD_LETTER.description,
+        )
+
+    async def send(self, record: ConsumerRecord[Any, Any], group_id: str, reason: str) -> None:
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        headers.update(
+            {
+                "dlq_reason": reason[:4000],
+                "dlq_source_topic": record.topic,
+                "dlq_source_partition": str(record.partition),
+                "dlq_source_offset": str(record.offset),
+                "dlq_consumer_group": group_id,
+                "dlq_service": self._service,
+                "dlq_failed_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+        )
+        await self._publisher.publish(record.value or b"", key=record.key, headers=headers)
+
+
+def subscribe(
+    broker: KafkaBroker,
+    *,
+    group_id: str,
+    topics: Sequence[str],
+    handler: Handler,
+    dead_letters: DeadLetters,
+    retry: RetryPolicy = RetryPolicy(),
+    description: str = "",
+) -> None:
+    """Consume `topics` in consumer group `group_id`, committing each record after `handler`."""
+    subscriber = broker.subscriber(
+        *topics,
+        group_id=group_id,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        title=f"{group_id}:consume",
+        description=description,
+    )
+
+    async def consume(message: KafkaMessage) -> None:
+        record: ConsumerRecord[Any, Any] = message.raw_message
+        try:
+            event = decode(record.value or b"")
+        except PoisonMessage as exc:
+            await dead_letters.send(record, group_id, str(exc))
+            return
+        await _handle_with_retries(event, record, handler, dead_letters, group_id, retry)
+
+    subscriber(consume)
+
+
+async def _handle_with_retries(
+    event: Event,
+    record: ConsumerRecord[Any, Any],
+    handler: Handler,
+    dead_letters: DeadLetters,
+    group_id: str,
+    retry: RetryPolicy,
+) -> None:
+    for attempt in range(retry.attempts):
+        try:
+            await handler(event)
+            return
+        except Unprocessable as exc:
+            await dead_letters.send(record, group_id, f"unprocessable: {exc}")
+            return
+        except Exception as exc:
+            if not _is_transient(exc):
+                reason = f"handler failed: {type(exc).__name__}: {exc}"
+                log.error("%s\n%s", reason, traceback.format_exc())
+                await dead_letters.send(record, group_id, reason)
+                return
+            delay = retry.delay(attempt)
+            log.warning(
+                "transient failure on %s (attempt %d/%d), retrying in %.1fs: %r",
+                event.event_id,
+                attempt + 1,
+                retry.attempts,
+                delay,
+                exc,
+            )
+            await asyncio.sleep(delay)
+    # Still failing: let the ack policy rewind to this record; it is redelivered, not lost.
+    raise RuntimeError(f"gave up after {retry.attempts} attempts on {event.event_id}")

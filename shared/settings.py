@@ -1,0 +1,39 @@
+"""Settings from environment variables (prefix GREENIT_), with safe local defaults."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GREENIT_", extra="ignore")
+
+    service: ClassVar[str] = ""
+
+    namespace: str = Field(
+        "",
+        pattern=r"^[a-z0-9_]*$",
+        description="Prefix of every topic, consumer group and database: isolates test runs.",
+    )
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_db_prefix: str = "greenit"
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    log_level: str = "INFO"
+    retry_attempts: int = 5
+    retry_base_delay_s: float = 0.2
+
+    @property
+    def database(self) -> str:
+        return f"{self.namespace}{self.mongo_db_prefix}_{self.service}"
+
+    @property
+    def group_id(self) -> str:
+        return self.namespace + self.service
+
+    def topic(self, name: str) -> str:
+        return self.namespace + name

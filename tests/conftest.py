@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from shared.admin import create_topics
+from shared.settings import ServiceSettings
+
+BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+MONGO_URL = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")
+
+
+@pytest.fixture(scope="session")
+def namespace() -> str:
+    """A prefix of topics, groups and databases of their own, so test runs never collide."""
+    return f"t{uuid.uuid4().hex[:8]}_"
+
+
+@pytest.fixture(scope="session")
+async def topics(namespace: str) -> str:
+    await create_topics(BOOTSTRAP, prefix=namespace)
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def base_env(namespace: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GREENIT_NAMESPACE": namespace,
+        "GREENIT_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "GREENIT_MONGO_URL": MONGO_URL,
+    }
+
+
+def settings_in(namespace: str, service: str) -> ServiceSettings:
+    class _Settings(ServiceSettings):
+        pass
+
+    _Settings.service = service
+    return _Settings(namespace=namespace, kafka_bootstrap=BOOTSTRAP, mongo_url=MONGO_URL)

@@ -1,0 +1,92 @@
+"""Starts the four services as separate processes, as `./dev up` does, on ports of their own."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SERVICES = ("intake", "diagnostics", "allocation", "recycling")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    log_dir: Path
+    urls: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, service: str) -> None:
+        port = int(self.urls[service].rsplit(":", 1)[1]) if service in self.urls else free_port()
+        self.urls[service] = f"http://127.0.0.1:{port}"
+        env = self.env | {f"GREENIT_{service.upper()}_HTTP_PORT": str(port)}
+        log = (self.log_dir / f"{service}.log").open("ab")
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"], env=env, stdout=log, stderr=log
+        )
+
+    def wait_healthy(self, service: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            process = self.processes[service]
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{service} exited with {process.returncode}: {self.tail(service)}"
+                )
+            try:
+                if httpx.get(self.urls[service] + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} not healthy: {self.tail(service)}")
+            time.sleep(0.3)
+
+    def stop(self, service: str, *, kill: bool = False) -> None:
+        process = self.processes.pop(service)
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        process.wait(timeout=30)
+
+    def tail(self, service: str, lines: int = 30) -> str:
+        text = (self.log_dir / f"{service}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def running_cluster(env: Mapping[str, str], log_dir: Path) -> Iterator[Cluster]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(env=dict(env) | {"PYTHONUNBUFFERED": "1"}, log_dir=log_dir)
+    try:
+        for service in SERVICES:
+            cluster.start(service)
+        for service in SERVICES:
+            cluster.wait_healthy(service)
+        yield cluster
+    finally:
+        for service in list(cluster.processes):
+            cluster.stop(service)
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -1,0 +1,11 @@
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.cluster import Cluster, project_root, running_cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
+    with running_cluster(base_env, project_root() / ".local" / "test-logs" / namespace) as c:
+        yield c

@@ -1,0 +1,68 @@
+"""docker-compose.yml cannot run here (no Docker engine): check its structure so it does not rot."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+services = compose["services"]
+APP_SERVICES = {"intake": 8001, "diagnostics": 8002, "allocation": 8003, "recycling": 8004}
+
+
+def test_it_runs_kafka_mongo_the_four_services_and_kafka_ui():
+    assert set(services) >= {"kafka", "mongo", "kafka-ui", *APP_SERVICES}
+
+
+def test_kafka_is_the_official_image_at_the_version_the_local_broker_uses():
+    pom = (ROOT / "infra/kafka/pom.xml").read_text()
+    version = re.search(r"<kafka.version>(.+)</kafka.version>", pom).group(1)
+    assert services["kafka"]["image"] == f"apache/kafka:{version}"
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_mongo_is_a_real_mongodb_7_or_8():
+    image, tag = services["mongo"]["image"].split(":")
+    assert image == "mongo"
+    assert tag.split(".")[0] in {"7", "8"}
+
+
+def test_kafka_ui_points_at_the_broker():
+    ui = services["kafka-ui"]
+    assert ui["image"].startswith("kafbat/kafka-ui:")
+    assert ui["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == "kafka:19092"
+
+
+@pytest.mark.parametrize("name", ["kafka", "mongo", *APP_SERVICES])
+def test_every_long_running_service_has_a_healthcheck(name):
+    assert services[name]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize(("name", "port"), APP_SERVICES.items())
+def test_each_app_service_is_configured_by_environment_and_waits_for_healthy_dependencies(
+    name, port
+):
+    service = services[name]
+    env = service["environment"]
+    assert env["SERVICE"] == name
+    assert env["GREENIT_KAFKA_BOOTSTRAP"] == "kafka:19092"
+    assert env["GREENIT_MONGO_URL"] == "mongodb://mongo:27017/"
+    assert env[f"GREENIT_{name.upper()}_HTTP_PORT"] == port
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert service["depends_on"]["mongo"]["condition"] == "service_healthy"
+    assert service["build"] == "."
+
+
+def test_ports_are_published_on_loopback_only():
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), name
+
+
+def test_the_dockerfile_runs_the_service_named_by_its_environment():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "python -m services.${SERVICE}" in dockerfile
+    assert "shared.healthcheck" in dockerfile
