@@ -27,7 +27,8 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 
 import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
 from shared.codec import PoisonMessage, decode, encode, headers_for
-from shared.events import Event
+from shared.domain import IllegalTransition
+from shared.events import Event, TransitionRefused
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER, topic_of
 
@@ -46,6 +47,7 @@ class Unprocessable(Exception):
 
 
 Handler = Callable[[Event], Awaitable[None]]
+OnRefused = Callable[[IllegalTransition, Event], Awaitable[None]]
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
@@ -67,7 +69,8 @@ class EventBus:
         self, broker: KafkaBroker, settings: ServiceSettings, emits: Iterable[type[Event]]
     ) -> None:
         self._publishers: dict[type[Event], DefaultPublisher] = {}
-        for cls in emits:
+        classes: list[type[Event]] = [*emits, TransitionRefused]
+        for cls in classes:
             topic = topic_of(cls)
             self._publishers[cls] = broker.publisher(
                 settings.topic(topic.name),
@@ -140,6 +143,7 @@ def subscribe(
     topics: Sequence[str],
     handler: Handler,
     dead_letters: DeadLetters,
+    on_refused: OnRefused | None = None,
     retry: RetryPolicy = RetryPolicy(),
     description: str = "",
 ) -> None:
@@ -160,7 +164,9 @@ def subscribe(
         except PoisonMessage as exc:
             await dead_letters.send(record, group_id, str(exc))
             return
-        await _handle_with_retries(event, record, handler, dead_letters, group_id, retry)
+        await _handle_with_retries(
+            event, record, handler, dead_letters, group_id, retry, on_refused
+        )
 
     subscriber(consume)
 
@@ -172,10 +178,17 @@ async def _handle_with_retries(
     dead_letters: DeadLetters,
     group_id: str,
     retry: RetryPolicy,
+    on_refused: OnRefused | None,
 ) -> None:
     for attempt in range(retry.attempts):
         try:
             await handler(event)
+            return
+        except IllegalTransition as refused:
+            if on_refused is None:
+                await dead_letters.send(record, group_id, f"refused: {refused.reason}")
+            else:
+                await on_refused(refused, event)
             return
         except Unprocessable as exc:
             await dead_letters.send(record, group_id, f"unprocessable: {exc}")

@@ -4,36 +4,66 @@
 and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN).
 """
 
-from __future__ import annotations
-
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, cast
+from uuid import UUID
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import mongo
+from shared.auth import Principal, Role, authenticator, require
+from shared.domain import IllegalTransition
+from shared.events import Event, ServiceName, TransitionRefused
+from shared.kafka import EventBus
+from shared.outbox import Relay
+from shared.outbox import running as outbox_running
+from shared.refusals import record_refusal, refusal_view
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI_VIEWER = ROOT / ".local" / "web" / "asyncapi"
 
-Setup = Callable[[AsyncDatabase[mongo.Document]], Awaitable[None]]
+Setup = Callable[[mongo.Database], Awaitable[None]]
+
+
+OutboxCollections = Callable[[mongo.Database], Sequence[AsyncCollection[mongo.Document]]]
 
 
 class Runtime:
-    """The live connections of one service process, available once the app has started."""
+    """What handlers and endpoints of one service process use; connected once the app started."""
 
     client: AsyncMongoClient[mongo.Document]
-    db: AsyncDatabase[mongo.Document]
+    db: mongo.Database
+    relay: Relay
+
+    def __init__(self, settings: ServiceSettings, bus: EventBus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.authenticate = authenticator(lambda: self.db)
+
+    @property
+    def producer(self) -> ServiceName:
+        return cast(ServiceName, self.settings.service)
+
+    def require(self, *roles: Role) -> Callable[..., Awaitable[Principal]]:
+        return require(self.authenticate, *roles)
+
+    async def refuse(
+        self, refused: IllegalTransition, causation_id: UUID | None = None
+    ) -> TransitionRefused:
+        return await record_refusal(self.db, self.relay, self.producer, refused, causation_id)
+
+    async def on_refused(self, refused: IllegalTransition, cause: Event) -> None:
+        await self.refuse(refused, cause.event_id)
 
 
 def create_app(
@@ -43,6 +73,7 @@ def create_app(
     asyncapi: AsyncAPI,
     runtime: Runtime,
     setup: Setup,
+    outbox: OutboxCollections = lambda db: (),
     routers: Sequence[APIRouter] = (),
     description: str = "",
 ) -> FastAPI:
@@ -56,9 +87,12 @@ def create_app(
         runtime.client = mongo.connect(settings)
         runtime.db = mongo.database(runtime.client, settings)
         await setup(runtime.db)
+        await runtime.db.refusals.create_index([("occurred_at", DESCENDING)])
+        runtime.relay = Relay(runtime.bus, [*outbox(runtime.db), runtime.db.refusals])
         await broker.start()
         try:
-            yield
+            async with outbox_running(runtime.relay):
+                yield
         finally:
             await broker.stop()
             await runtime.client.close()
@@ -71,6 +105,27 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+
+    @app.exception_handler(IllegalTransition)
+    async def refused(_: Request, exc: IllegalTransition) -> JSONResponse:
+        event = await runtime.refuse(exc)
+        body = {
+            "detail": exc.reason,
+            "action": exc.action,
+            "state": exc.state,
+            "refusal_id": str(event.event_id),
+        }
+        return JSONResponse(body, status_code=409)
+
+    staff = runtime.require(Role.STAFF, Role.OPERATIONS)
+
+    @app.get("/refusals", tags=["operations"], summary="Refused transitions, newest first")
+    async def refusals(
+        principal: Annotated[Principal, Depends(staff)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        cursor = runtime.db.refusals.find().sort("occurred_at", DESCENDING).limit(limit)
+        return [refusal_view(d) async for d in cursor]
 
     @app.get(
         "/health", tags=["operations"], summary="Is the service connected to Kafka and its store?"

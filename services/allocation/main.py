@@ -29,7 +29,7 @@ bus = EventBus(
         RequestOpened,
     ],
 )
-runtime = Runtime()
+runtime = Runtime(settings, bus)
 asyncapi = AsyncAPI(broker, title="allocation", version="0.1.0")
 app = create_app(
     settings=settings,

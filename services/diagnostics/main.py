@@ -11,7 +11,7 @@ broker = make_broker(settings)
 bus = EventBus(
     broker, settings, [DeviceDiagnosed, DeviceReady, DeviceReleasedForRecycling, DeviceWiped]
 )
-runtime = Runtime()
+runtime = Runtime(settings, bus)
 asyncapi = AsyncAPI(broker, title="diagnostics", version="0.1.0")
 app = create_app(
     settings=settings,

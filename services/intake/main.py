@@ -19,7 +19,7 @@ bus = EventBus(
     settings,
     [PickupRequested, PickupScheduled, PickupCompleted, PickupCancelled, DeviceReceived],
 )
-runtime = Runtime()
+runtime = Runtime(settings, bus)
 asyncapi = AsyncAPI(broker, title="intake", version="0.1.0")
 app = create_app(
     settings=settings,

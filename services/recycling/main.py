@@ -9,7 +9,7 @@ from shared.service import Runtime, create_app
 settings = Settings()
 broker = make_broker(settings)
 bus = EventBus(broker, settings, [DeviceDismantled, DeviceRecycled, LotDispatched])
-runtime = Runtime()
+runtime = Runtime(settings, bus)
 asyncapi = AsyncAPI(broker, title="recycling", version="0.1.0")
 app = create_app(
     settings=settings,

@@ -1,0 +1,80 @@
+"""A transactional outbox in the same document as the state it describes.
+
+The store has no multi-document transactions, so a state change and the events it causes are
+written in ONE update: `$set` of the new state plus `outbox.<event_id>` entries. The relay then
+publishes the entries and `$unset`s them. A crash between the two leaves the entries in the
+document; the relay's sweep publishes them later. Event ids are deterministic, so a second
+publication of the same entry is recognised downstream as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.codec import decode, encode
+from shared.events import Event
+from shared.kafka import EventBus
+from shared.mongo import Document
+
+log = logging.getLogger(__name__)
+
+PENDING: dict[str, Any] = {"outbox": {"$nin": [{}, None]}}
+
+
+def outbox_set(events: Iterable[Event]) -> dict[str, Any]:
+    """The `$set` fields that put `events` in a document's outbox."""
+    return {
+        f"outbox.{e.event_id}": {"payload": encode(e).decode(), "at": e.occurred_at} for e in events
+    }
+
+
+class Relay:
+    """Publishes outbox entries of the given collections, then removes them."""
+
+    def __init__(self, bus: EventBus, collections: Sequence[AsyncCollection[Document]]) -> None:
+        self._bus = bus
+        self._collections = list(collections)
+
+    async def flush(self, collection: AsyncCollection[Document], doc_id: Any) -> None:
+        doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+        if doc:
+            await self._publish(collection, doc)
+
+    async def sweep(self) -> int:
+        published = 0
+        for collection in self._collections:
+            async for doc in collection.find(PENDING, {"outbox": 1}):
+                published += await self._publish(collection, doc)
+        return published
+
+    async def run_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("outbox sweep failed; retrying")
+            await asyncio.sleep(interval_s)
+
+    async def _publish(self, collection: AsyncCollection[Document], doc: Document) -> int:
+        entries = sorted((doc.get("outbox") or {}).items(), key=lambda kv: kv[1]["at"])
+        for event_id, entry in entries:
+            await self._bus.publish(decode(entry["payload"]))
+            await collection.update_one({"_id": doc["_id"]}, {"$unset": {f"outbox.{event_id}": ""}})
+        return len(entries)
+
+
+@contextlib.asynccontextmanager
+async def running(relay: Relay, interval_s: float = 1.0) -> Any:
+    task = asyncio.create_task(relay.run_forever(interval_s))
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
