@@ -369,6 +369,10 @@ class DeviceDismantled(DeviceEvent):
     event_type: Literal["device.dismantled"] = "device.dismantled"
     fractions: MaterialFractions
     hazardous_parts: list[NonEmpty] = Field(default_factory=list, examples=[["li-ion battery"]])
+    storage_destroyed: list[ErasureRecord] = Field(
+        default_factory=list,
+        description="Drives physically destroyed at dismantling (required for returned devices).",
+    )
     dismantled_by: NonEmpty
     location: NonEmpty
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +71,15 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(env: Mapping[str, str], log_dir: Path) -> Iterator[Cluster]:
+def running_cluster(
+    env: Mapping[str, str], log_dir: Path, services: Sequence[str] = SERVICES
+) -> Iterator[Cluster]:
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(env=dict(env) | {"PYTHONUNBUFFERED": "1"}, log_dir=log_dir)
     try:
-        for service in SERVICES:
+        for service in services:
             cluster.start(service)
-        for service in SERVICES:
+        for service in services:
             cluster.wait_healthy(service)
         yield cluster
     finally:
