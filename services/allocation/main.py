@@ -1,5 +1,6 @@
 from faststream.specification import AsyncAPI
 
+from services.allocation import api, handlers
 from services.allocation.settings import Settings
 from services.allocation.store import setup
 from shared.events import (
@@ -8,10 +9,11 @@ from shared.events import (
     DeviceReported,
     DeviceReturned,
     DeviceShipped,
+    Event,
     RequestClosed,
     RequestOpened,
 )
-from shared.kafka import EventBus, make_broker
+from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
 
 settings = Settings()
@@ -30,6 +32,21 @@ bus = EventBus(
     ],
 )
 runtime = Runtime(settings, bus)
+
+
+async def on_device_ready(event: Event) -> None:
+    await handlers.on_device_ready(runtime.db, event)
+
+
+subscribe(
+    broker,
+    group_id=settings.group_id,
+    topics=[settings.topic("device.ready")],
+    handler=on_device_ready,
+    dead_letters=DeadLetters(broker, settings),
+    on_refused=runtime.on_refused,
+    description="Ready (wiped, certified) devices enter stock as available.",
+)
 asyncapi = AsyncAPI(broker, title="allocation", version="0.1.0")
 app = create_app(
     settings=settings,
@@ -37,5 +54,7 @@ app = create_app(
     asyncapi=asyncapi,
     runtime=runtime,
     setup=setup,
+    outbox=lambda db: [db.stock, db.requests, db.shipments],
+    routers=[api.router(runtime)],
     description="Stock, requests from schools and NGOs, matching, shipping, delivery, returns.",
 )

@@ -1,17 +1,43 @@
 from faststream.specification import AsyncAPI
 
+from services.diagnostics import api, handlers
+from services.diagnostics.rules import load_rules
 from services.diagnostics.settings import Settings
 from services.diagnostics.store import setup
-from shared.events import DeviceDiagnosed, DeviceReady, DeviceReleasedForRecycling, DeviceWiped
-from shared.kafka import EventBus, make_broker
+from shared.events import (
+    DeviceDiagnosed,
+    DeviceReady,
+    DeviceReceived,
+    DeviceReleasedForRecycling,
+    DeviceWiped,
+    Event,
+    event_type_of,
+)
+from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
 
 settings = Settings()
+rules = load_rules(settings.rules_file)
 broker = make_broker(settings)
 bus = EventBus(
     broker, settings, [DeviceDiagnosed, DeviceReady, DeviceReleasedForRecycling, DeviceWiped]
 )
 runtime = Runtime(settings, bus)
+
+
+async def on_device_received(event: Event) -> None:
+    await handlers.on_device_received(runtime, event)
+
+
+subscribe(
+    broker,
+    group_id=settings.group_id,
+    topics=[settings.topic(event_type_of(DeviceReceived))],
+    handler=on_device_received,
+    dead_letters=DeadLetters(broker, settings),
+    on_refused=runtime.on_refused,
+    description="Every received device waits for its test report.",
+)
 asyncapi = AsyncAPI(broker, title="diagnostics", version="0.1.0")
 app = create_app(
     settings=settings,
@@ -19,5 +45,7 @@ app = create_app(
     asyncapi=asyncapi,
     runtime=runtime,
     setup=setup,
+    outbox=lambda db: [db.devices],
+    routers=[api.router(runtime, rules)],
     description="Test reports, grading, the refurbish-or-recycle decision, certified data erasure.",
 )

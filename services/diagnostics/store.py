@@ -1,7 +1,107 @@
-from pymongo import ASCENDING
+"""The diagnostics store: `devices` (state, report, erasures, certificate, outbox) and
+`certificates` (a copy of each issued certificate, keyed by its id)."""
 
-from shared.mongo import Database
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from services.diagnostics.domain import Certificate, Device, DeviceState
+from shared.events import Event
+from shared.mongo import Database, Document
+from shared.outbox import outbox_set
+
+
+class ConcurrentUpdate(Exception):
+    """The device changed between load and store: decide again on the fresh state."""
 
 
 async def setup(db: Database) -> None:
     await db.devices.create_index([("state", ASCENDING)])
+    await db.devices.create_index([("certificate.certificate_id", ASCENDING)])
+
+
+def to_document(value: Any) -> Any:
+    """UUIDs as strings, enums as their values, datetimes kept (aware UTC)."""
+    if isinstance(value, dict):
+        return {str(k): to_document(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_document(v) for v in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _device_fields(device: Device) -> Document:
+    fields: Document = to_document(device.model_dump())
+    return fields
+
+
+def device_from(doc: Document) -> Device:
+    return Device.model_validate({k: v for k, v in doc.items() if k in Device.model_fields})
+
+
+async def load_device(db: Database, device_id: UUID) -> tuple[Device, int] | None:
+    doc = await db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
+    if doc is None:
+        return None
+    return device_from(doc), int(doc.get("version", 0))
+
+
+async def insert_received(db: Database, device: Device) -> bool:
+    """Insert a newly received device; False if it was already there (a redelivery)."""
+    doc = {"_id": str(device.device_id), "version": 0, **_device_fields(device)}
+    try:
+        await db.devices.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def save_device(db: Database, device: Device, version: int, events: list[Event]) -> None:
+    """Store the new state and its events in one update, if nobody changed it since `version`."""
+    result = await db.devices.update_one(
+        {"_id": str(device.device_id), "version": version},
+        {"$set": {**_device_fields(device), "version": version + 1, **outbox_set(events)}},
+    )
+    if result.matched_count == 0:
+        raise ConcurrentUpdate(str(device.device_id))
+
+
+async def save_certificate(db: Database, certificate: Certificate) -> None:
+    doc = to_document(certificate.model_dump())
+    await db.certificates.replace_one(
+        {"_id": str(certificate.certificate_id)},
+        {"_id": str(certificate.certificate_id), **doc},
+        upsert=True,
+    )
+
+
+async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | None:
+    doc = await db.certificates.find_one({"_id": str(certificate_id)})
+    if doc is None:
+        # Issued with the device's state but not yet copied (a crash in between): copy it now.
+        device_doc = await db.devices.find_one(
+            {"certificate.certificate_id": str(certificate_id)}, {"outbox": 0}
+        )
+        if device_doc is None:
+            return None
+        certificate = device_from(device_doc).certificate
+        if certificate is None:
+            return None
+        await save_certificate(db, certificate)
+        return certificate
+    doc.pop("_id")
+    return Certificate.model_validate(doc)
+
+
+async def list_devices(db: Database, state: DeviceState | None, limit: int) -> list[Device]:
+    query: Document = {} if state is None else {"state": state.value}
+    cursor = db.devices.find(query, {"outbox": 0}).sort("received_at", ASCENDING).limit(limit)
+    return [device_from(doc) async for doc in cursor]

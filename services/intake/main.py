@@ -1,16 +1,19 @@
 from faststream.specification import AsyncAPI
 
+from services.intake import api, handlers
 from services.intake.settings import Settings
 from services.intake.store import setup
 from shared.events import (
     DeviceReceived,
+    Event,
     PickupCancelled,
     PickupCompleted,
     PickupRequested,
     PickupScheduled,
 )
-from shared.kafka import EventBus, make_broker
+from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
+from shared.topics import device_topics
 
 settings = Settings()
 broker = make_broker(settings)
@@ -20,6 +23,21 @@ bus = EventBus(
     [PickupRequested, PickupScheduled, PickupCompleted, PickupCancelled, DeviceReceived],
 )
 runtime = Runtime(settings, bus)
+
+
+async def on_device_event(event: Event) -> None:
+    await handlers.record_device_event(runtime, event)
+
+
+subscribe(
+    broker,
+    group_id=settings.group_id,
+    topics=[settings.topic(name) for name in device_topics()],
+    handler=on_device_event,
+    dead_letters=DeadLetters(broker, settings),
+    on_refused=runtime.on_refused,
+    description="Every device event, to keep the donor-facing custody view.",
+)
 asyncapi = AsyncAPI(broker, title="intake", version="0.1.0")
 app = create_app(
     settings=settings,
@@ -27,5 +45,8 @@ app = create_app(
     asyncapi=asyncapi,
     runtime=runtime,
     setup=setup,
-    description="Pickups requested by donors; devices scanned into the warehouse.",
+    outbox=lambda db: [db.pickups, db.devices],
+    routers=[api.router(runtime)],
+    description="Pickups requested by donors; devices scanned into the warehouse; "
+    "the donor's view of what became of each device.",
 )

@@ -1,0 +1,373 @@
+"""Load, decide, store (one atomic update per document, events in its outbox), flush.
+
+Matching, manual allocation and shipping run one at a time in this process (`_claims`): the
+service is one process, and each claim is also a conditional update, so a device claimed by
+anything else is never claimed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from uuid import UUID, uuid4
+
+from pymongo.errors import DuplicateKeyError
+
+from services.allocation import domain, policy, store
+from services.allocation.domain import (
+    Condition,
+    DeviceState,
+    Request,
+    RequestStatus,
+    ReturnReason,
+    Shipment,
+    StockDevice,
+)
+from shared.domain import IllegalTransition
+from shared.events import DeviceCategory, DeviceReady, Event, MinSpecs
+from shared.ids import derive_id
+from shared.kafka import Unprocessable
+from shared.mongo import Database, Document
+from shared.outbox import Relay, outbox_set
+
+log = logging.getLogger(__name__)
+
+SERVICE = "allocation"
+_claims = asyncio.Lock()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _with_outbox(doc: Document, events: list[Event]) -> Document:
+    """A new document carrying `events` in its outbox (an insert takes no dotted keys)."""
+    entries = {key.removeprefix("outbox."): entry for key, entry in outbox_set(events).items()}
+    return doc | {"outbox": entries}
+
+
+# ---- consumed events --------------------------------------------------------------------------
+
+
+async def on_device_ready(db: Database, event: Event) -> None:
+    """Put a ready device in stock, once: its _id is the device id, a replay is a no-op."""
+    if not isinstance(event, DeviceReady):
+        raise Unprocessable(f"allocation does not consume {event.event_type}")
+    device = domain.stock_from_ready(event)
+    doc = {"_id": str(device.device_id), **store.device_fields(device)}
+    doc["applied"] = [str(event.event_id)]
+    try:
+        await db.stock.insert_one(doc)
+    except DuplicateKeyError:
+        log.info("device %s already in stock; %s ignored", event.device_id, event.event_id)
+
+
+# ---- requests ---------------------------------------------------------------------------------
+
+
+async def open_request(
+    db: Database,
+    relay: Relay,
+    *,
+    recipient_id: str,
+    quantity: int,
+    category: DeviceCategory,
+    min_specs: MinSpecs,
+    purpose: str,
+    priority: int,
+    deadline: date | None,
+) -> Request:
+    request, event = domain.open_request(
+        request_id=uuid4(),
+        recipient_id=recipient_id,
+        quantity=quantity,
+        category=category,
+        min_specs=min_specs,
+        purpose=purpose,
+        priority=priority,
+        deadline=deadline,
+        event_id=uuid4(),
+        now=_now(),
+    )
+    await db.requests.insert_one(_with_outbox(store.request_doc(request), [event]))
+    await relay.flush(db.requests, str(request.request_id))
+    return request
+
+
+async def cancel_request(db: Database, relay: Relay, request: Request) -> Request:
+    allocated = await store.count_allocated(db, request.request_id)
+    event_id = derive_id(SERVICE, request.request_id, "request.closed")
+    cancelled, event = domain.cancel(request, allocated=allocated, event_id=event_id, now=_now())
+    result = await db.requests.update_one(
+        {"_id": str(request.request_id), "status": RequestStatus.OPEN.value},
+        {
+            "$set": {
+                "status": cancelled.status.value,
+                "closed_at": event.occurred_at,
+                **outbox_set([event]),
+            }
+        },
+    )
+    if result.modified_count == 0:
+        current = await store.load_request(db, request.request_id)
+        assert current is not None
+        domain.cancel(current, allocated=allocated, event_id=event_id, now=_now())
+    await relay.flush(db.requests, str(request.request_id))
+    return cancelled
+
+
+async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> None:
+    """The request's count is derived from stock; when it reaches the quantity it closes."""
+    request = await store.load_request(db, request_id)
+    if request is None:
+        return
+    allocated = await store.count_allocated(db, request_id)
+    event_id = derive_id(SERVICE, request_id, "request.closed")
+    fulfilled, event = domain.fulfil(request, allocated=allocated, event_id=event_id, now=_now())
+    if event is None:
+        return
+    await db.requests.update_one(
+        {"_id": str(request_id), "status": RequestStatus.OPEN.value},
+        {
+            "$set": {
+                "status": fulfilled.status.value,
+                "closed_at": event.occurred_at,
+                **outbox_set([event]),
+            }
+        },
+    )
+    await relay.flush(db.requests, str(request_id))
+
+
+# ---- allocation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    device_id: UUID
+    request_id: UUID
+    recipient_id: str
+    allocation_id: UUID
+
+
+async def _claim(
+    db: Database, relay: Relay, device: StockDevice | None, device_id: UUID, request: Request
+) -> Allocation | None:
+    """Allocate one device with ONE conditional update (still available -> allocated + event)."""
+    allocation_id = uuid4()
+    allocated, event = domain.allocate(
+        device,
+        device_id,
+        request,
+        allocation_id=allocation_id,
+        event_id=derive_id(SERVICE, allocation_id, "device.allocated"),
+        now=_now(),
+    )
+    result = await db.stock.update_one(
+        {"_id": str(device_id), "state": DeviceState.AVAILABLE.value},
+        {"$set": store.device_fields(allocated) | outbox_set([event])},
+    )
+    if result.modified_count == 0:
+        return None
+    await relay.flush(db.stock, str(device_id))
+    return Allocation(device_id, request.request_id, request.recipient_id, allocation_id)
+
+
+async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], int]:
+    """Match open requests with available stock by the policy; returns allocations and how
+    many requests are still open."""
+    async with _claims:
+        requests = await store.find_requests(db, {"status": RequestStatus.OPEN.value})
+        by_id = {r.request_id: r for r in requests}
+        open_requests = [
+            policy.OpenRequest(
+                request_id=r.request_id,
+                recipient_id=r.recipient_id,
+                category=r.category,
+                min_specs=r.min_specs,
+                priority=r.priority,
+                deadline=r.deadline,
+                opened_at=r.opened_at,
+                missing=r.quantity - await store.count_allocated(db, r.request_id),
+            )
+            for r in requests
+        ]
+        stock = {
+            d.device_id: d
+            for d in await store.find_devices(db, {"state": DeviceState.AVAILABLE.value})
+        }
+        candidates = [
+            policy.Candidate(d.device_id, d.category, d.specs, d.ready_at) for d in stock.values()
+        ]
+        allocations = []
+        for m in policy.match(open_requests, candidates):
+            claimed = await _claim(db, relay, stock[m.device_id], m.device_id, by_id[m.request_id])
+            if claimed:
+                allocations.append(claimed)
+        for request_id in {a.request_id for a in allocations} | set(by_id):
+            await close_if_fulfilled(db, relay, request_id)
+        still_open = await db.requests.count_documents({"status": RequestStatus.OPEN.value})
+    return allocations, still_open
+
+
+async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Request) -> Allocation:
+    """Staff allocate one device by hand; the same rules as matching apply."""
+    async with _claims:
+        allocated = await store.count_allocated(db, request.request_id)
+        if request.status is RequestStatus.OPEN and allocated >= request.quantity:
+            raise IllegalTransition(
+                subject_kind="request",
+                subject_id=request.request_id,
+                action="allocate",
+                state=request.status,
+                reason=f"request already has its {request.quantity} devices",
+            )
+        device = await store.load_device(db, device_id)
+        claimed = await _claim(db, relay, device, device_id, request)
+        if claimed is None:
+            current = await store.load_device(db, device_id)
+            domain.allocate(
+                current, device_id, request, allocation_id=uuid4(), event_id=uuid4(), now=_now()
+            )
+            raise RuntimeError(f"device {device_id} changed while being allocated")
+        await close_if_fulfilled(db, relay, request.request_id)
+        return claimed
+
+
+# ---- shipping and after -----------------------------------------------------------------------
+
+
+def bill_of_lading(shipment_id: UUID, now: datetime) -> str:
+    return f"BOL-{now.year}-{shipment_id.hex[:8].upper()}"
+
+
+async def create_shipment(
+    db: Database, relay: Relay, *, recipient_id: str, device_ids: list[UUID], carrier: str | None
+) -> Shipment:
+    """Claim every device (silently), then commit by inserting the shipment with its events.
+
+    If any device cannot be shipped nothing changes: the check refuses before any write, and a
+    claim lost to a concurrent change is rolled back before the shipment exists.
+    """
+    shipment_id, now = uuid4(), _now()
+    async with _claims:
+        loaded = [(d, await store.load_device(db, d)) for d in device_ids]
+        shipment, shipped, events = domain.ship(
+            loaded,
+            recipient_id=recipient_id,
+            shipment_id=shipment_id,
+            bill_of_lading=bill_of_lading(shipment_id, now),
+            carrier=carrier,
+            event_ids=[derive_id(SERVICE, shipment_id, "device.shipped", d) for d in device_ids],
+            now=now,
+        )
+        claimed: list[StockDevice] = []
+        for device in shipped:
+            result = await db.stock.update_one(
+                {
+                    "_id": str(device.device_id),
+                    "state": DeviceState.ALLOCATED.value,
+                    "recipient_id": recipient_id,
+                },
+                {"$set": store.device_fields(device)},
+            )
+            if result.modified_count == 0:
+                await _release(db, claimed, shipment_id)
+                current = await store.load_device(db, device.device_id)
+                domain.ship(
+                    [(device.device_id, current)],
+                    recipient_id=recipient_id,
+                    shipment_id=shipment_id,
+                    bill_of_lading=shipment.bill_of_lading,
+                    carrier=carrier,
+                    event_ids=[uuid4()],
+                    now=now,
+                )
+                raise RuntimeError(f"device {device.device_id} changed while being shipped")
+            claimed.append(device)
+        await db.shipments.insert_one(_with_outbox(store.shipment_doc(shipment), list(events)))
+    await relay.flush(db.shipments, str(shipment_id))
+    return shipment
+
+
+async def _release(db: Database, claimed: list[StockDevice], shipment_id: UUID) -> None:
+    for device in claimed:
+        await db.stock.update_one(
+            {"_id": str(device.device_id), "shipment_id": str(shipment_id)},
+            {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
+        )
+
+
+async def accept_shipment(
+    db: Database, relay: Relay, shipment: Shipment, *, accepted_by: str
+) -> Shipment:
+    """Commit on the shipment document (new status + every device.delivered), then mirror the
+    devices' state (`store.recover` finishes this after a crash)."""
+    devices = await store.find_devices(db, {"shipment_id": str(shipment.shipment_id)})
+    devices.sort(key=lambda d: shipment.device_ids.index(d.device_id))
+    event_ids = [
+        derive_id(SERVICE, shipment.shipment_id, "device.delivered", d.device_id) for d in devices
+    ]
+    delivered, updated, events = domain.accept(
+        shipment, devices, accepted_by=accepted_by, event_ids=event_ids, now=_now()
+    )
+    doc = store.shipment_doc(delivered)
+    result = await db.shipments.update_one(
+        {"_id": doc.pop("_id"), "status": shipment.status.value},
+        {"$set": doc | outbox_set(events)},
+    )
+    if result.modified_count == 0:
+        current = await store.load_shipment(db, shipment.shipment_id)
+        assert current is not None
+        domain.accept(current, devices, accepted_by=accepted_by, event_ids=event_ids, now=_now())
+    for device in updated:
+        await db.stock.update_one(
+            {
+                "_id": str(device.device_id),
+                "state": DeviceState.SHIPPED.value,
+                "shipment_id": str(shipment.shipment_id),
+            },
+            {"$set": {"state": device.state.value, "updated_at": device.updated_at}},
+        )
+    await relay.flush(db.shipments, str(shipment.shipment_id))
+    return delivered
+
+
+async def _transition(
+    db: Database, relay: Relay, before: StockDevice, after: StockDevice, event: Event
+) -> StockDevice:
+    result = await db.stock.update_one(
+        {"_id": str(before.device_id), "state": before.state.value},
+        {"$set": store.device_fields(after) | outbox_set([event])},
+    )
+    if result.modified_count == 0:
+        raise IllegalTransition(
+            subject_kind="device",
+            subject_id=before.device_id,
+            action=event.event_type,
+            state=before.state,
+            reason="device changed meanwhile; try again",
+            correlation_id=before.request_id,
+        )
+    await relay.flush(db.stock, str(before.device_id))
+    return after
+
+
+async def report_device(
+    db: Database, relay: Relay, device: StockDevice, *, condition: Condition, note: str | None
+) -> StockDevice:
+    after, event = domain.report(
+        device, condition=condition, note=note, event_id=uuid4(), now=_now()
+    )
+    return await _transition(db, relay, device, after, event)
+
+
+async def return_device(
+    db: Database, relay: Relay, device: StockDevice, *, reason: ReturnReason, note: str | None
+) -> StockDevice:
+    after, event = domain.return_device(
+        device, reason=reason, note=note, event_id=uuid4(), now=_now()
+    )
+    return await _transition(db, relay, device, after, event)

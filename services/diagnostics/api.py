@@ -1,0 +1,241 @@
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from services.diagnostics import handlers, store
+from services.diagnostics.domain import Certificate, Device, DeviceState, Diagnosis
+from services.diagnostics.rules import Cosmetic, GradingRules, TestResults
+from shared.auth import Principal, Role
+from shared.events import (
+    Decision,
+    DeviceCategory,
+    ErasureRecord,
+    Grade,
+    HardwareSpecs,
+    NonEmpty,
+    SanitizationMethod,
+)
+from shared.service import Runtime
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _not_in_future(value: datetime | None, name: str) -> None:
+    if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError(f"{name} is in the future")
+
+
+class ReportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    specs: HardwareSpecs
+    tests: TestResults
+    cosmetic: Cosmetic
+    location: NonEmpty
+    tested_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ReportBody":
+        serials = [d.serial for d in self.specs.drives]
+        if len(set(serials)) != len(serials):
+            raise ValueError("drive serials must be unique")
+        _not_in_future(self.tested_at, "tested_at")
+        return self
+
+
+class ErasureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drive_serial: NonEmpty
+    method: SanitizationMethod
+    technique: NonEmpty = Field(examples=["single-pass overwrite", "crypto erase", "shredding"])
+    tool: NonEmpty = Field(examples=["nwipe"])
+    tool_version: NonEmpty = Field(examples=["0.37"])
+    verified: bool
+    verification: NonEmpty = Field(examples=["full read-back verification"])
+    operator: NonEmpty | None = Field(None, description="Defaults to the caller's partner id.")
+    performed_at: AwareDatetime
+    location: NonEmpty
+
+    @model_validator(mode="after")
+    def _check(self) -> "ErasureBody":
+        _not_in_future(self.performed_at, "performed_at")
+        return self
+
+
+class DiagnosisView(BaseModel):
+    device_id: UUID
+    state: DeviceState
+    cosmetic_grade: Grade
+    functional_grade: Grade
+    decision: Decision
+    reason: str
+    rules_version: str
+    drives_pending: list[str]
+    certificate_id: UUID | None
+
+
+class ErasureView(BaseModel):
+    device_id: UUID
+    state: DeviceState
+    drives_pending: list[str]
+    certificate_id: UUID | None
+
+
+class DeviceView(BaseModel):
+    device_id: UUID
+    state: DeviceState
+    pickup_id: UUID
+    partner_id: str
+    asset_tag: str
+    serial_number: str | None
+    category: DeviceCategory
+    make: str
+    model: str
+    weight_kg: float
+    received_at: datetime
+    location: str
+    report: Diagnosis | None
+    cosmetic_grade: Grade | None
+    functional_grade: Grade | None
+    decision: Decision | None
+    reason: str | None
+    rules_version: str | None
+    erasures: list[ErasureRecord]
+    drives_pending: list[str]
+    certificate_id: UUID | None
+
+
+def device_view(device: Device) -> DeviceView:
+    report = device.diagnosis
+    return DeviceView(
+        device_id=device.device_id,
+        state=device.state,
+        pickup_id=device.pickup_id,
+        partner_id=device.partner_id,
+        asset_tag=device.asset_tag,
+        serial_number=device.serial_number,
+        category=device.category,
+        make=device.make,
+        model=device.model,
+        weight_kg=device.weight_kg,
+        received_at=device.received_at,
+        location=device.location,
+        report=report,
+        cosmetic_grade=report.cosmetic_grade if report else None,
+        functional_grade=report.functional_grade if report else None,
+        decision=report.decision if report else None,
+        reason=report.reason if report else None,
+        rules_version=report.rules_version if report else None,
+        erasures=device.erasures,
+        drives_pending=device.pending_drives(),
+        certificate_id=device.certificate_id,
+    )
+
+
+def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
+    api = APIRouter(tags=["diagnostics"])
+    staff = Depends(runtime.require(Role.STAFF, Role.OPERATIONS))
+
+    @api.post(
+        "/devices/{device_id}/reports",
+        status_code=status.HTTP_201_CREATED,
+        summary="Submit a device's test report: grade it and decide refurbish or recycle",
+    )
+    async def submit_report(
+        device_id: UUID, body: ReportBody, principal: Annotated[Principal, staff]
+    ) -> DiagnosisView:
+        try:
+            device = await handlers.diagnose(
+                runtime,
+                rules,
+                device_id,
+                specs=body.specs,
+                tests=body.tests,
+                cosmetic=body.cosmetic,
+                location=body.location,
+                tested_at=body.tested_at,
+                tested_by=principal.partner_id,
+            )
+        except handlers.UnknownDevice as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received") from exc
+        except store.ConcurrentUpdate as exc:
+            raise _busy() from exc
+        report = device.diagnosis
+        assert report is not None
+        return DiagnosisView(
+            device_id=device.device_id,
+            state=device.state,
+            cosmetic_grade=report.cosmetic_grade,
+            functional_grade=report.functional_grade,
+            decision=report.decision,
+            reason=report.reason,
+            rules_version=report.rules_version,
+            drives_pending=device.pending_drives(),
+            certificate_id=device.certificate_id,
+        )
+
+    @api.post(
+        "/devices/{device_id}/erasures",
+        status_code=status.HTTP_201_CREATED,
+        summary="Record how one drive was sanitized; the last one issues the certificate",
+    )
+    async def record_erasure(
+        device_id: UUID, body: ErasureBody, principal: Annotated[Principal, staff]
+    ) -> ErasureView:
+        erasure = ErasureRecord(
+            **body.model_dump(exclude={"operator"}),
+            operator=body.operator or principal.partner_id,
+        )
+        try:
+            device = await handlers.record_erasure(runtime, device_id, erasure)
+        except handlers.UnknownDevice as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received") from exc
+        except store.ConcurrentUpdate as exc:
+            raise _busy() from exc
+        return ErasureView(
+            device_id=device.device_id,
+            state=device.state,
+            drives_pending=device.pending_drives(),
+            certificate_id=device.certificate_id,
+        )
+
+    @api.get("/devices/{device_id}", summary="One device: received data, report, erasures")
+    async def get_device(device_id: UUID, principal: Annotated[Principal, staff]) -> DeviceView:
+        loaded = await store.load_device(runtime.db, device_id)
+        if loaded is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received")
+        return device_view(loaded[0])
+
+    @api.get("/devices", summary="Devices in diagnostics, optionally in one state")
+    async def list_devices(
+        principal: Annotated[Principal, staff],
+        state: DeviceState | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[DeviceView]:
+        devices = await store.list_devices(runtime.db, state, limit)
+        return [device_view(d) for d in devices]
+
+    @api.get("/certificates/{certificate_id}", summary="An erasure certificate")
+    async def get_certificate(
+        certificate_id: UUID, principal: Annotated[Principal, staff]
+    ) -> Certificate:
+        certificate = await store.load_certificate(runtime.db, certificate_id)
+        if certificate is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such erasure certificate")
+        return certificate
+
+    @api.get("/rules", summary="The grading rules in force")
+    async def get_rules(principal: Annotated[Principal, staff]) -> GradingRules:
+        return rules
+
+    return api
+
+
+def _busy() -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT, "the device is being changed concurrently; try again"
+    )

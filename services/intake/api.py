@@ -1,0 +1,285 @@
+"""Intake's HTTP API: donors ask for pickups and follow their devices; staff scan devices in."""
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.intake import handlers, store
+from services.intake.domain import Pickup, PickupStatus, Scan, Stage
+from shared.auth import Principal, Role
+from shared.events import Address, Contact, DeviceCategory, NonEmpty, TimeWindow
+from shared.mongo import Document
+from shared.service import Runtime
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PickupRequest(Body):
+    address: Address
+    contact: Contact
+    window: TimeWindow
+    expected: dict[DeviceCategory, Annotated[int, Field(ge=1, le=100_000)]] = Field(
+        min_length=1, examples=[{"laptop": 30, "monitor": 10}]
+    )
+    notes: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ScheduleRequest(Body):
+    scheduled_for: AwareDatetime
+
+
+class CompleteRequest(Body):
+    pass
+
+
+class CancelRequest(Body):
+    reason: NonEmpty
+
+
+class ScanRequest(Body):
+    asset_tag: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="The tag on the device; omit it and we generate one to print."
+    )
+    serial_number: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    category: DeviceCategory
+    make: NonEmpty
+    model: NonEmpty
+    weight_kg: Annotated[float, Field(gt=0, le=500)]
+    location: NonEmpty
+
+
+class PickupView(BaseModel):
+    pickup_id: UUID
+    partner_id: str
+    status: PickupStatus
+    address: Address
+    contact: Contact
+    window: TimeWindow
+    expected: dict[DeviceCategory, int]
+    notes: str | None
+    scheduled_for: datetime | None
+    devices_received: int
+    created_at: datetime
+
+
+class HistoryView(BaseModel):
+    event_id: UUID
+    event_type: str
+    occurred_at: datetime
+    producer: str
+    details: dict[str, Any]
+
+
+class DeviceView(BaseModel):
+    device_id: UUID
+    pickup_id: UUID
+    partner_id: str
+    asset_tag: str
+    asset_tag_generated: bool
+    serial_number: str | None
+    category: DeviceCategory
+    make: str
+    model: str
+    weight_kg: float
+    stage: str
+    recipient_id: str | None
+    erasure_certificate_id: UUID | None
+    recycling_certificate_id: UUID | None
+    received_at: datetime
+    history: list[HistoryView]
+
+
+def pickup_view(pickup: Pickup, devices_received: int) -> PickupView:
+    return PickupView(
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        status=pickup.status,
+        address=pickup.address,
+        contact=pickup.contact,
+        window=pickup.window,
+        expected=pickup.expected,
+        notes=pickup.notes,
+        scheduled_for=pickup.scheduled_for,
+        devices_received=devices_received,
+        created_at=pickup.created_at,
+    )
+
+
+def device_view(doc: Document) -> DeviceView:
+    history = sorted(doc.get("history") or (), key=lambda h: h["occurred_at"])
+    return DeviceView(
+        device_id=UUID(doc["_id"]),
+        pickup_id=UUID(doc["pickup_id"]),
+        partner_id=doc["partner_id"],
+        asset_tag=doc["asset_tag"],
+        asset_tag_generated=doc["asset_tag_generated"],
+        serial_number=doc.get("serial_number"),
+        category=DeviceCategory(doc["category"]),
+        make=doc["make"],
+        model=doc["model"],
+        weight_kg=doc["weight_kg"],
+        stage=doc.get("stage") or "received",
+        recipient_id=doc.get("recipient_id"),
+        erasure_certificate_id=doc.get("erasure_certificate_id"),
+        recycling_certificate_id=doc.get("recycling_certificate_id"),
+        received_at=doc["received_at"],
+        history=[HistoryView.model_validate(h) for h in history],
+    )
+
+
+def _own(principal: Principal) -> str | None:
+    """The partner whose data the caller is limited to; None for staff, who see everything."""
+    return None if principal.is_staff else principal.partner_id
+
+
+def _not_found(exc: LookupError) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0]) if exc.args else "not found")
+
+
+def router(runtime: Runtime) -> APIRouter:
+    api = APIRouter()
+    anyone = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
+    donor = Depends(runtime.require(Role.DONOR))
+    staff = Depends(runtime.require(Role.STAFF))
+    donor_or_staff = Depends(runtime.require(Role.DONOR, Role.STAFF))
+
+    async def pickup_or_404(pickup_id: UUID, principal: Principal) -> Pickup:
+        try:
+            return await handlers.visible_pickup(runtime, pickup_id, _own(principal))
+        except handlers.UnknownPickup as exc:
+            raise _not_found(exc) from exc
+
+    async def view_of(pickup: Pickup) -> PickupView:
+        return pickup_view(pickup, await store.count_devices(runtime.db, pickup.pickup_id))
+
+    @api.post(
+        "/pickups",
+        tags=["pickups"],
+        summary="Ask for devices to be collected",
+        status_code=status.HTTP_201_CREATED,
+    )
+    async def request_pickup(
+        body: PickupRequest, principal: Annotated[Principal, donor]
+    ) -> PickupView:
+        pickup = await handlers.request_pickup(
+            runtime,
+            partner_id=principal.partner_id,
+            address=body.address,
+            contact=body.contact,
+            window=body.window,
+            expected=body.expected,
+            notes=body.notes,
+        )
+        return pickup_view(pickup, 0)
+
+    @api.get("/pickups", tags=["pickups"], summary="Pickups (a donor sees only its own)")
+    async def list_pickups(
+        principal: Annotated[Principal, anyone],
+        partner_id: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[PickupView]:
+        partner = _own(principal) or partner_id
+        pickups = await store.find_pickups(runtime.db, partner)
+        counts = await store.devices_per_pickup(runtime.db, [p.pickup_id for p in pickups])
+        return [pickup_view(p, counts[p.pickup_id]) for p in pickups]
+
+    @api.get("/pickups/{pickup_id}", tags=["pickups"], summary="One pickup")
+    async def get_pickup(pickup_id: UUID, principal: Annotated[Principal, anyone]) -> PickupView:
+        return await view_of(await pickup_or_404(pickup_id, principal))
+
+    @api.post("/pickups/{pickup_id}/schedule", tags=["pickups"], summary="Fix the date of a pickup")
+    async def schedule_pickup(
+        pickup_id: UUID, body: ScheduleRequest, principal: Annotated[Principal, staff]
+    ) -> PickupView:
+        try:
+            pickup = await handlers.schedule_pickup(
+                runtime, pickup_id, scheduled_for=body.scheduled_for, by=principal.partner_id
+            )
+        except handlers.UnknownPickup as exc:
+            raise _not_found(exc) from exc
+        return await view_of(pickup)
+
+    @api.post(
+        "/pickups/{pickup_id}/complete",
+        tags=["pickups"],
+        summary="Close a pickup: no more devices are scanned in under it",
+    )
+    async def complete_pickup(
+        pickup_id: UUID, body: CompleteRequest, principal: Annotated[Principal, staff]
+    ) -> PickupView:
+        try:
+            pickup = await handlers.complete_pickup(runtime, pickup_id, by=principal.partner_id)
+        except handlers.UnknownPickup as exc:
+            raise _not_found(exc) from exc
+        return await view_of(pickup)
+
+    @api.post(
+        "/pickups/{pickup_id}/cancel",
+        tags=["pickups"],
+        summary="Cancel a pickup before any device was received (its donor, or staff)",
+    )
+    async def cancel_pickup(
+        pickup_id: UUID, body: CancelRequest, principal: Annotated[Principal, donor_or_staff]
+    ) -> PickupView:
+        try:
+            pickup = await handlers.cancel_pickup(
+                runtime, pickup_id, reason=body.reason, visible_to=_own(principal)
+            )
+        except handlers.UnknownPickup as exc:
+            raise _not_found(exc) from exc
+        return await view_of(pickup)
+
+    @api.post(
+        "/pickups/{pickup_id}/devices",
+        tags=["devices"],
+        summary="Scan a device in under a pickup (201 new; 200 the same device when repeated)",
+        status_code=status.HTTP_201_CREATED,
+        responses={200: {"description": "A repeated scan: the device already registered"}},
+    )
+    async def scan_device(
+        pickup_id: UUID,
+        body: ScanRequest,
+        response: Response,
+        principal: Annotated[Principal, staff],
+    ) -> DeviceView:
+        scan = Scan(**body.model_dump())
+        try:
+            doc, created = await handlers.scan_device(
+                runtime, pickup_id, scan, scanned_by=principal.partner_id
+            )
+        except handlers.UnknownPickup as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown pickup") from exc
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return device_view(doc)
+
+    @api.get("/devices", tags=["devices"], summary="Devices and what became of them")
+    async def list_devices(
+        principal: Annotated[Principal, anyone],
+        pickup_id: UUID | None = None,
+        stage: Stage | None = None,
+        partner_id: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[DeviceView]:
+        docs = await store.find_devices(
+            runtime.db,
+            partner_id=_own(principal) or partner_id,
+            pickup_id=pickup_id,
+            stage=stage,
+        )
+        return [device_view(d) for d in docs]
+
+    @api.get(
+        "/devices/{device_id}", tags=["devices"], summary="One device and its chain of custody"
+    )
+    async def get_device(device_id: UUID, principal: Annotated[Principal, anyone]) -> DeviceView:
+        doc = await store.load_device(runtime.db, device_id)
+        own = _own(principal)
+        if doc is None or (own is not None and doc["partner_id"] != own):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")
+        return device_view(doc)
+
+    return api

@@ -1,0 +1,531 @@
+"""Intake's rules: the pickup state machine, scanning devices in, and the donor's custody view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from shared.domain import IllegalTransition
+from shared.events import (
+    Address,
+    Contact,
+    DeviceAllocated,
+    DeviceCategory,
+    DeviceDelivered,
+    DeviceDiagnosed,
+    DeviceDismantled,
+    DeviceEvent,
+    DeviceReady,
+    DeviceReceived,
+    DeviceRecycled,
+    DeviceReleasedForRecycling,
+    DeviceReported,
+    DeviceReturned,
+    DeviceShipped,
+    DeviceWiped,
+    PickupCancelled,
+    PickupCompleted,
+    PickupRequested,
+    PickupScheduled,
+    TimeWindow,
+)
+
+PRODUCER: Literal["intake"] = "intake"
+
+# ---- pickups ----------------------------------------------------------------------------------
+
+
+class PickupStatus(StrEnum):
+    REQUESTED = "requested"
+    SCHEDULED = "scheduled"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATUSES = (PickupStatus.REQUESTED, PickupStatus.SCHEDULED)
+
+
+@dataclass(frozen=True, slots=True)
+class Pickup:
+    pickup_id: UUID
+    partner_id: str
+    status: PickupStatus
+    address: Address
+    contact: Contact
+    window: TimeWindow
+    expected: dict[DeviceCategory, int]
+    notes: str | None
+    created_at: datetime
+    scheduled_for: datetime | None = None
+    cancel_reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+def _refuse(pickup: Pickup, action: str, reason: str) -> IllegalTransition:
+    return IllegalTransition(
+        subject_kind="pickup",
+        subject_id=pickup.pickup_id,
+        action=action,
+        state=pickup.status.value,
+        reason=reason,
+        correlation_id=pickup.pickup_id,
+    )
+
+
+def request_pickup(
+    *,
+    pickup_id: UUID,
+    partner_id: str,
+    address: Address,
+    contact: Contact,
+    window: TimeWindow,
+    expected: dict[DeviceCategory, int],
+    notes: str | None,
+    now: datetime,
+    event_id: UUID,
+) -> tuple[Pickup, PickupRequested]:
+    """A donor asks for devices to be collected: the pickup starts as `requested`."""
+    pickup = Pickup(
+        pickup_id=pickup_id,
+        partner_id=partner_id,
+        status=PickupStatus.REQUESTED,
+        address=address,
+        contact=contact,
+        window=window,
+        expected=dict(expected),
+        notes=notes,
+        created_at=now,
+    )
+    event = PickupRequested(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=pickup_id,
+        producer=PRODUCER,
+        pickup_id=pickup_id,
+        partner_id=partner_id,
+        address=address,
+        contact=contact,
+        window=window,
+        expected=expected,
+        notes=notes,
+    )
+    return pickup, event
+
+
+def schedule_pickup(
+    pickup: Pickup, *, scheduled_for: datetime, by: str, now: datetime, event_id: UUID
+) -> tuple[Pickup, PickupScheduled]:
+    """Staff fix the date of a requested pickup; only a requested pickup can be scheduled."""
+    if pickup.status is not PickupStatus.REQUESTED:
+        raise _refuse(pickup, "schedule", f"a {pickup.status.value} pickup cannot be scheduled")
+    event = PickupScheduled(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=pickup.pickup_id,
+        producer=PRODUCER,
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        scheduled_for=scheduled_for,
+        scheduled_by=by,
+    )
+    return replace(pickup, status=PickupStatus.SCHEDULED, scheduled_for=scheduled_for), event
+
+
+def complete_pickup(
+    pickup: Pickup, *, devices_received: int, by: str, now: datetime, event_id: UUID
+) -> tuple[Pickup, PickupCompleted]:
+    """Close a scheduled pickup: no device is scanned in under it any more."""
+    if pickup.status is not PickupStatus.SCHEDULED:
+        raise _refuse(
+            pickup, "complete", f"only a scheduled pickup can be completed, not a {pickup.status}"
+        )
+    event = PickupCompleted(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=pickup.pickup_id,
+        producer=PRODUCER,
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        completed_by=by,
+        devices_received=devices_received,
+    )
+    return replace(pickup, status=PickupStatus.COMPLETED), event
+
+
+def cancel_pickup(
+    pickup: Pickup, *, devices_received: int, reason: str, now: datetime, event_id: UUID
+) -> tuple[Pickup, PickupCancelled]:
+    """Cancel a requested or scheduled pickup, as long as no device was received under it."""
+    if not pickup.is_open:
+        raise _refuse(pickup, "cancel", f"a {pickup.status.value} pickup cannot be cancelled")
+    if devices_received > 0:
+        raise _refuse(
+            pickup,
+            "cancel",
+            f"{devices_received} device(s) were already received under this pickup",
+        )
+    event = PickupCancelled(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=pickup.pickup_id,
+        producer=PRODUCER,
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        reason=reason,
+    )
+    return replace(pickup, status=PickupStatus.CANCELLED, cancel_reason=reason), event
+
+
+# ---- scanning devices in ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What a warehouse scan says about one device."""
+
+    category: DeviceCategory
+    make: str
+    model: str
+    weight_kg: float
+    location: str
+    asset_tag: str | None = None
+    serial_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDevice:
+    """The identifying part of an already scanned device."""
+
+    device_id: UUID
+    pickup_id: UUID
+    asset_tag: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class SameDevice:
+    """The scan is a repeat: answer with the device already registered."""
+
+    device_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """Register a new device; `asset_tag` None means the warehouse prints a generated one."""
+
+    asset_tag: str | None
+
+
+ScanDecision = SameDevice | NewDevice
+
+
+def serial_key(make: str, serial_number: str) -> str:
+    return f"{make.strip().casefold()}|{serial_number.strip()}"
+
+
+def generated_asset_tag(number: int) -> str:
+    if not 0 < number < 100_000_000:
+        raise ValueError(f"asset tag counter out of range: {number}")
+    return f"GIT-{number:08d}"
+
+
+def decide_scan(
+    pickup: Pickup,
+    scan: Scan,
+    *,
+    by_tag: KnownDevice | None,
+    by_serial: KnownDevice | None,
+) -> ScanDecision:
+    """Decide what a scan means.
+
+    `by_tag` is the device already holding the scan's asset tag, `by_serial` the one with the
+    same make and serial number. A scan with a tag is that tag's device; without a tag, the
+    serial's device. A repeated scan under the same pickup answers with that device; the same
+    device under another pickup, or a new tag on a serial already registered, is refused. A
+    closed pickup takes no scan at all.
+    """
+    if not pickup.is_open:
+        raise _refuse(
+            pickup, "scan device", f"no device can be scanned into a {pickup.status} pickup"
+        )
+    if scan.asset_tag is not None:
+        if by_tag is not None:
+            return _same(pickup, by_tag, f"asset tag {scan.asset_tag}")
+        if by_serial is not None:
+            raise _refuse_device(
+                pickup,
+                by_serial,
+                f"{scan.make} serial {scan.serial_number} is already registered "
+                f"as asset tag {by_serial.asset_tag}",
+            )
+        return NewDevice(asset_tag=scan.asset_tag)
+    if by_serial is not None:
+        return _same(pickup, by_serial, f"{scan.make} serial {scan.serial_number}")
+    return NewDevice(asset_tag=None)
+
+
+def _same(pickup: Pickup, existing: KnownDevice, what: str) -> SameDevice:
+    if existing.pickup_id != pickup.pickup_id:
+        raise _refuse_device(
+            pickup,
+            existing,
+            f"{what} already belongs to a device of pickup {existing.pickup_id}",
+        )
+    return SameDevice(existing.device_id)
+
+
+def _refuse_device(pickup: Pickup, existing: KnownDevice, reason: str) -> IllegalTransition:
+    return IllegalTransition(
+        subject_kind="device",
+        subject_id=existing.device_id,
+        action="scan device",
+        state=existing.stage,
+        reason=reason,
+        correlation_id=pickup.pickup_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedDevice:
+    device_id: UUID
+    pickup_id: UUID
+    partner_id: str
+    asset_tag: str
+    asset_tag_generated: bool
+    serial_number: str | None
+    category: DeviceCategory
+    make: str
+    model: str
+    weight_kg: float
+    location: str
+    scanned_by: str
+    received_at: datetime
+    custody: Custody
+
+    @property
+    def serial_key(self) -> str | None:
+        return None if self.serial_number is None else serial_key(self.make, self.serial_number)
+
+
+def receive_device(
+    pickup: Pickup,
+    scan: Scan,
+    *,
+    device_id: UUID,
+    asset_tag: str,
+    asset_tag_generated: bool,
+    scanned_by: str,
+    now: datetime,
+    event_id: UUID,
+) -> tuple[ReceivedDevice, DeviceReceived]:
+    """A new device enters custody under an open pickup; its custody starts as `received`."""
+    if not pickup.is_open:
+        raise _refuse(
+            pickup, "scan device", f"no device can be scanned into a {pickup.status} pickup"
+        )
+    event = DeviceReceived(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=pickup.pickup_id,
+        producer=PRODUCER,
+        device_id=device_id,
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        asset_tag=asset_tag,
+        asset_tag_generated=asset_tag_generated,
+        serial_number=scan.serial_number,
+        category=scan.category,
+        make=scan.make,
+        model=scan.model,
+        weight_kg=scan.weight_kg,
+        scanned_by=scanned_by,
+        location=scan.location,
+    )
+    device = ReceivedDevice(
+        device_id=device_id,
+        pickup_id=pickup.pickup_id,
+        partner_id=pickup.partner_id,
+        asset_tag=asset_tag,
+        asset_tag_generated=asset_tag_generated,
+        serial_number=scan.serial_number,
+        category=scan.category,
+        make=scan.make,
+        model=scan.model,
+        weight_kg=scan.weight_kg,
+        location=scan.location,
+        scanned_by=scanned_by,
+        received_at=now,
+        custody=record(Custody(), event),
+    )
+    return device, event
+
+
+# ---- custody view -----------------------------------------------------------------------------
+
+Stage = Literal[
+    "received",
+    "diagnosed",
+    "wiped",
+    "ready",
+    "awaiting_recycling",
+    "allocated",
+    "shipped",
+    "delivered",
+    "broken",
+    "returned",
+    "dismantled",
+    "recycled",
+    "lost",
+]
+
+STAGE_RANK: dict[str, int] = {
+    "received": 1,
+    "diagnosed": 2,
+    "wiped": 3,
+    "ready": 4,
+    "awaiting_recycling": 4,
+    "allocated": 5,
+    "shipped": 6,
+    "delivered": 7,
+    "broken": 8,
+    "returned": 9,
+    "dismantled": 10,
+    "recycled": 11,
+    "lost": 12,
+}
+
+_STAGE_OF_TYPE: dict[str, str] = {
+    "device.received": "received",
+    "device.diagnosed": "diagnosed",
+    "device.wiped": "wiped",
+    "device.ready": "ready",
+    "device.released_for_recycling": "awaiting_recycling",
+    "device.allocated": "allocated",
+    "device.shipped": "shipped",
+    "device.delivered": "delivered",
+    "device.returned": "returned",
+    "device.dismantled": "dismantled",
+    "device.recycled": "recycled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    event_id: UUID
+    event_type: str
+    occurred_at: datetime
+    producer: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Custody:
+    """What the donor sees of one device: its furthest stage and what happened to it."""
+
+    stage: str | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    recipient_id: str | None = None
+    erasure_certificate_id: UUID | None = None
+    recycling_certificate_id: UUID | None = None
+
+    @property
+    def rank(self) -> int:
+        return STAGE_RANK[self.stage] if self.stage else 0
+
+    def has_seen(self, event_id: UUID) -> bool:
+        return any(h.event_id == event_id for h in self.history)
+
+
+def stage_of(event: DeviceEvent) -> str:
+    if isinstance(event, DeviceReported):
+        return event.condition
+    try:
+        return _STAGE_OF_TYPE[event.event_type]
+    except KeyError:
+        raise ValueError(f"{event.event_type} says nothing about a device's stage") from None
+
+
+def details_of(event: DeviceEvent) -> dict[str, Any]:
+    """The part of an event a donor cares about (JSON-ready values)."""
+    match event:
+        case DeviceReceived():
+            return {"asset_tag": event.asset_tag, "location": event.location}
+        case DeviceDiagnosed():
+            return {
+                "decision": event.decision.value,
+                "reason": event.reason,
+                "cosmetic_grade": event.cosmetic_grade.value,
+                "functional_grade": event.functional_grade.value,
+            }
+        case DeviceWiped():
+            return {"certificate_id": str(event.certificate_id), "drives": len(event.erasures)}
+        case DeviceReady():
+            return {"erasure_certificate_id": str(event.erasure_certificate_id)}
+        case DeviceReleasedForRecycling():
+            return {
+                "reason": event.reason,
+                "erasure_certificate_id": str(event.erasure_certificate_id),
+            }
+        case DeviceAllocated() | DeviceShipped() | DeviceDelivered():
+            return {"recipient_id": event.recipient_id}
+        case DeviceReturned():
+            return {"recipient_id": event.recipient_id, "reason": event.reason}
+        case DeviceReported():
+            return {"recipient_id": event.recipient_id, "condition": event.condition}
+        case DeviceDismantled():
+            return {"fractions_total_kg": round(event.fractions.total_kg, 3)}
+        case DeviceRecycled():
+            return {
+                "lot_id": str(event.lot_id),
+                "certificate_id": str(event.certificate_id),
+                "recycler": event.recycler.name,
+            }
+    return {}
+
+
+def record(custody: Custody, event: DeviceEvent) -> Custody:
+    """Add one device event to the custody view, once.
+
+    A device's events travel on different topics and may arrive out of order, so the stage is
+    the highest-ranked one seen: a late `device.wiped` never moves a delivered device back, and
+    `lost` (the highest rank) is terminal.
+    """
+    if custody.has_seen(event.event_id):
+        return custody
+    stage = stage_of(event)
+    entry = HistoryEntry(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        occurred_at=event.occurred_at,
+        producer=event.producer,
+        details=details_of(event),
+    )
+    history = tuple(sorted((*custody.history, entry), key=lambda h: h.occurred_at))
+    updated = replace(
+        custody,
+        history=history,
+        stage=stage if STAGE_RANK[stage] > custody.rank else custody.stage,
+    )
+    match event:
+        case DeviceWiped():
+            updated = replace(updated, erasure_certificate_id=event.certificate_id)
+        case DeviceReady() | DeviceReleasedForRecycling():
+            if updated.erasure_certificate_id is None:
+                updated = replace(updated, erasure_certificate_id=event.erasure_certificate_id)
+        case DeviceRecycled():
+            updated = replace(updated, recycling_certificate_id=event.certificate_id)
+        case (
+            DeviceAllocated()
+            | DeviceShipped()
+            | DeviceDelivered()
+            | DeviceReturned()
+            | DeviceReported()
+        ) if updated.recipient_id is None or STAGE_RANK[stage] > custody.rank:
+            updated = replace(updated, recipient_id=event.recipient_id)
+    return updated

@@ -1,0 +1,220 @@
+"""Intake's use cases: load, decide, store (state and outbox in one write), flush."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from pymongo.errors import DuplicateKeyError
+
+from services.intake import domain, store
+from services.intake.domain import Pickup, Scan
+from shared.events import (
+    Address,
+    Contact,
+    DeviceCategory,
+    DeviceEvent,
+    Event,
+    PickupEvent,
+    TimeWindow,
+)
+from shared.kafka import Unprocessable
+from shared.mongo import Document
+from shared.outbox import outbox_set
+from shared.service import Runtime
+
+ATTEMPTS = 5
+
+
+class UnknownPickup(LookupError):
+    """No such pickup, or one the caller may not see."""
+
+
+class Contention(TimeoutError):
+    """The same document kept changing under us; retrying later will do."""
+
+
+def now() -> datetime:
+    """The store keeps milliseconds: truncating here makes a fresh answer equal a later read."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+# ---- pickups ----------------------------------------------------------------------------------
+
+
+async def request_pickup(
+    runtime: Runtime,
+    *,
+    partner_id: str,
+    address: Address,
+    contact: Contact,
+    window: TimeWindow,
+    expected: dict[DeviceCategory, int],
+    notes: str | None,
+) -> Pickup:
+    pickup, event = domain.request_pickup(
+        pickup_id=uuid4(),
+        partner_id=partner_id,
+        address=address,
+        contact=contact,
+        window=window,
+        expected=expected,
+        notes=notes,
+        now=now(),
+        event_id=uuid4(),
+    )
+    doc = {"_id": str(pickup.pickup_id), **store.pickup_doc(pickup), **_outbox([event])}
+    await runtime.db.pickups.insert_one(doc)
+    await runtime.relay.flush(runtime.db.pickups, doc["_id"])
+    return pickup
+
+
+async def visible_pickup(runtime: Runtime, pickup_id: UUID, visible_to: str | None) -> Pickup:
+    """The pickup, if the caller may see it (`visible_to` None: staff see every pickup)."""
+    pickup = await store.load_pickup(runtime.db, pickup_id)
+    if pickup is None or (visible_to is not None and pickup.partner_id != visible_to):
+        raise UnknownPickup(f"unknown pickup {pickup_id}")
+    return pickup
+
+
+Decide = Callable[[Pickup, int], tuple[Pickup, PickupEvent]]
+
+
+async def change_pickup(
+    runtime: Runtime, pickup_id: UUID, visible_to: str | None, decide: Decide
+) -> Pickup:
+    """Apply one decision to a pickup, guarded by the status it was decided on."""
+    for _ in range(ATTEMPTS):
+        pickup = await visible_pickup(runtime, pickup_id, visible_to)
+        received = await store.count_devices(runtime.db, pickup_id)
+        changed, event = decide(pickup, received)
+        result = await runtime.db.pickups.update_one(
+            {"_id": str(pickup_id), "status": pickup.status.value},
+            {"$set": {**store.pickup_doc(changed), **outbox_set([event])}},
+        )
+        if result.matched_count:
+            await runtime.relay.flush(runtime.db.pickups, str(pickup_id))
+            return changed
+    raise Contention(f"pickup {pickup_id} kept changing")
+
+
+async def schedule_pickup(
+    runtime: Runtime, pickup_id: UUID, *, scheduled_for: datetime, by: str
+) -> Pickup:
+    return await change_pickup(
+        runtime,
+        pickup_id,
+        None,
+        lambda p, _: domain.schedule_pickup(
+            p, scheduled_for=scheduled_for, by=by, now=now(), event_id=uuid4()
+        ),
+    )
+
+
+async def complete_pickup(runtime: Runtime, pickup_id: UUID, *, by: str) -> Pickup:
+    return await change_pickup(
+        runtime,
+        pickup_id,
+        None,
+        lambda p, n: domain.complete_pickup(
+            p, devices_received=n, by=by, now=now(), event_id=uuid4()
+        ),
+    )
+
+
+async def cancel_pickup(
+    runtime: Runtime, pickup_id: UUID, *, reason: str, visible_to: str | None
+) -> Pickup:
+    return await change_pickup(
+        runtime,
+        pickup_id,
+        visible_to,
+        lambda p, n: domain.cancel_pickup(
+            p, devices_received=n, reason=reason, now=now(), event_id=uuid4()
+        ),
+    )
+
+
+# ---- scanning devices in ----------------------------------------------------------------------
+
+
+async def scan_device(
+    runtime: Runtime, pickup_id: UUID, scan: Scan, *, scanned_by: str
+) -> tuple[Document, bool]:
+    """Register the scanned device once; returns (device document, newly created?).
+
+    Unique indexes on the asset tag and on (make, serial) settle races between two scans of the
+    same device: the loser re-reads and answers with the winner's device.
+    """
+    db = runtime.db
+    for _ in range(ATTEMPTS):
+        pickup = await store.load_pickup(db, pickup_id)
+        if pickup is None:
+            raise UnknownPickup(f"unknown pickup {pickup_id}")
+        by_tag = await store.find_by_asset_tag(db, scan.asset_tag) if scan.asset_tag else None
+        by_serial = (
+            await store.find_by_serial_key(db, domain.serial_key(scan.make, scan.serial_number))
+            if scan.serial_number
+            else None
+        )
+        decision = domain.decide_scan(pickup, scan, by_tag=by_tag, by_serial=by_serial)
+        if isinstance(decision, domain.SameDevice):
+            doc = await store.load_device(db, decision.device_id)
+            if doc is not None:
+                return doc, False
+            continue
+        tag = decision.asset_tag or domain.generated_asset_tag(await store.next_asset_number(db))
+        device, event = domain.receive_device(
+            pickup,
+            scan,
+            device_id=uuid4(),
+            asset_tag=tag,
+            asset_tag_generated=decision.asset_tag is None,
+            scanned_by=scanned_by,
+            now=now(),
+            event_id=uuid4(),
+        )
+        try:
+            await db.devices.insert_one({**store.device_doc(device), **_outbox([event])})
+        except DuplicateKeyError:
+            continue
+        await runtime.relay.flush(db.devices, str(device.device_id))
+        doc = await store.load_device(db, device.device_id)
+        assert doc is not None
+        return doc, True
+    raise Contention(f"scanning into pickup {pickup_id} kept colliding")
+
+
+# ---- custody view -----------------------------------------------------------------------------
+
+
+async def record_device_event(runtime: Runtime, event: Event) -> None:
+    """Add a device event to the device's custody view exactly once."""
+    if not isinstance(event, DeviceEvent):
+        raise Unprocessable(f"{event.event_type} is not a device event")
+    event_id = str(event.event_id)
+    for _ in range(ATTEMPTS):
+        doc = await store.load_device(runtime.db, event.device_id)
+        if doc is None:
+            raise Unprocessable(f"unknown device {event.device_id}: intake never received it")
+        if event_id in (doc.get("applied") or ()):
+            return
+        custody = domain.record(store.custody_from_doc(doc), event)
+        result = await runtime.db.devices.update_one(
+            {"_id": doc["_id"], "version": doc.get("version", 0), "applied": {"$ne": event_id}},
+            {
+                "$set": store.custody_fields(custody),
+                "$inc": {"version": 1},
+                "$push": {"applied": event_id},
+            },
+        )
+        if result.matched_count:
+            return
+    raise Contention(f"device {event.device_id} kept changing")
+
+
+def _outbox(events: list[Event]) -> Document:
+    """The outbox as a nested field, for an insert (outbox_set gives dotted `$set` paths)."""
+    return {"outbox": {key.split(".", 1)[1]: entry for key, entry in outbox_set(events).items()}}

@@ -1,0 +1,428 @@
+"""The intake service as a real process: its HTTP API, the events it emits and consumes."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from shared.auth import Role
+from shared.events import (
+    Decision,
+    DeviceDiagnosed,
+    DeviceWiped,
+    ErasureRecord,
+    Grade,
+    HardwareSpecs,
+    SanitizationMethod,
+)
+from tests.e2e.cluster import project_root, running_cluster
+from tests.helpers import TopicReader, create_key, eventually, publish
+
+pytestmark = pytest.mark.integration
+
+DONOR_A, DONOR_B, STAFF, OPS = "acme", "globex", "staff-lena", "ops-omar"
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def intake_url(topics, base_env, namespace):
+    log_dir = project_root() / ".local" / "test-logs" / namespace
+    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
+        yield cluster.urls["intake"]
+
+
+@pytest.fixture(scope="module")
+async def keys(namespace) -> dict[str, str]:
+    return {
+        DONOR_A: await create_key(namespace, Role.DONOR, DONOR_A),
+        DONOR_B: await create_key(namespace, Role.DONOR, DONOR_B),
+        STAFF: await create_key(namespace, Role.STAFF, STAFF),
+        OPS: await create_key(namespace, Role.OPERATIONS, OPS),
+    }
+
+
+@pytest.fixture(scope="module")
+async def http(intake_url, keys):
+    async with httpx.AsyncClient(base_url=intake_url, timeout=30) as client:
+
+        async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
+            headers = ({"X-API-Key": keys[who]} if who else {}) | kw.pop("headers", {})
+            return await client.request(method, path, headers=headers, **kw)
+
+        yield call
+
+
+def pickup_body(**overrides: Any) -> dict[str, Any]:
+    return {
+        "address": {
+            "street": "Rue de la Loi 42",
+            "postal_code": "1040",
+            "city": "Brussels",
+            "country": "BE",
+        },
+        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
+        "window": {
+            "start": (NOW + timedelta(days=1)).isoformat(),
+            "end": (NOW + timedelta(days=3)).isoformat(),
+        },
+        "expected": {"laptop": 2, "monitor": 1},
+        **overrides,
+    }
+
+
+def scan_body(**fields: Any) -> dict[str, Any]:
+    return {
+        "category": "laptop",
+        "make": "HP",
+        "model": "EliteBook 840 G5",
+        "weight_kg": 1.5,
+        "location": "Warehouse Brussels",
+        **fields,
+    }
+
+
+async def new_pickup(http, donor: str = DONOR_A, *, schedule: bool = True) -> dict[str, Any]:
+    created = await http(donor, "POST", "/pickups", json=pickup_body())
+    assert created.status_code == 201, created.text
+    pickup = created.json()
+    if schedule:
+        scheduled = await http(
+            STAFF,
+            "POST",
+            f"/pickups/{pickup['pickup_id']}/schedule",
+            json={"scheduled_for": (NOW + timedelta(days=2)).isoformat()},
+        )
+        assert scheduled.status_code == 200, scheduled.text
+        pickup = scheduled.json()
+    return pickup
+
+
+@pytest.fixture(scope="module")
+async def donation(http) -> dict[str, Any]:
+    """Donor A's pickup, scheduled, with three devices scanned in (one with neither tag nor
+    serial, one with only a serial), a repeated scan, then completed."""
+    pickup = await new_pickup(http)
+    pid = pickup["pickup_id"]
+    bodies = [
+        scan_body(asset_tag="ACME-0001", serial_number="SN-0001"),
+        scan_body(serial_number="SN-0002", make="Lenovo", model="T480"),
+        scan_body(category="monitor", make="Dell", model="P2419H", weight_kg=4.2),
+    ]
+    devices = []
+    for body in bodies:
+        response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=body)
+        assert response.status_code == 201, response.text
+        devices.append(response.json())
+    again = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=bodies[0])
+    serial_again = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=bodies[1])
+    completed = await http(STAFF, "POST", f"/pickups/{pid}/complete", json={})
+    assert completed.status_code == 200, completed.text
+    return {
+        "pickup": pickup,
+        "devices": devices,
+        "again": again,
+        "serial_again": serial_again,
+        "completed": completed.json(),
+    }
+
+
+async def test_a_donor_requests_a_pickup_and_staff_schedule_it(http, namespace):
+    created = await http(DONOR_A, "POST", "/pickups", json=pickup_body(notes="dock at the back"))
+    assert created.status_code == 201, created.text
+    pickup = created.json()
+    assert pickup["status"] == "requested"
+    assert pickup["partner_id"] == DONOR_A
+    assert pickup["expected"] == {"laptop": 2, "monitor": 1}
+    assert pickup["devices_received"] == 0
+    pid = pickup["pickup_id"]
+
+    when = (NOW + timedelta(days=2)).replace(microsecond=0)
+    scheduled = await http(
+        STAFF, "POST", f"/pickups/{pid}/schedule", json={"scheduled_for": when.isoformat()}
+    )
+    assert scheduled.status_code == 200
+    assert scheduled.json()["status"] == "scheduled"
+    assert datetime.fromisoformat(scheduled.json()["scheduled_for"]) == when
+
+    fetched = await http(DONOR_A, "GET", f"/pickups/{pid}")
+    assert fetched.json() == scheduled.json()
+
+    async with TopicReader(namespace, "pickup.requested", "pickup.scheduled") as reader:
+        await reader.wait_for(
+            lambda evs: len({e.event_id for e in evs if str(e.subject_id) == pid}) == 2
+        )
+    # the outbox publishes at least once: a duplicate record carries the same event_id
+    events = list({e.event_id: e for e in reader.events if str(e.subject_id) == pid}.values())
+    assert {e.event_type for e in events} == {"pickup.requested", "pickup.scheduled"}
+    assert all(e.correlation_id == UUID(pid) for e in events)
+
+
+async def test_scanned_devices_are_registered_once_and_announced(donation, http, namespace):
+    devices = donation["devices"]
+    tagged, serial_only, bare = devices
+    assert tagged["asset_tag"] == "ACME-0001"
+    assert tagged["asset_tag_generated"] is False
+    assert serial_only["asset_tag_generated"] is True
+    assert serial_only["serial_number"] == "SN-0002"
+    assert bare["asset_tag_generated"] is True
+    assert bare["serial_number"] is None
+    assert bare["asset_tag"].startswith("GIT-")
+    assert len(bare["asset_tag"]) == len("GIT-") + 8
+    assert all(d["stage"] == "received" for d in devices)
+    assert all(d["partner_id"] == DONOR_A for d in devices)
+
+    assert donation["again"].status_code == 200
+    assert donation["again"].json()["device_id"] == tagged["device_id"]
+    assert donation["serial_again"].status_code == 200
+    assert donation["serial_again"].json()["device_id"] == serial_only["device_id"]
+    assert donation["completed"]["status"] == "completed"
+    assert donation["completed"]["devices_received"] == 3
+
+    ids = {d["device_id"] for d in devices}
+    async with TopicReader(namespace, "device.received", "pickup.completed") as reader:
+        await reader.wait_for(
+            lambda evs: (
+                ids <= {str(e.subject_id) for e in evs}
+                and any(e.event_type == "pickup.completed" for e in evs)
+            )
+        )
+        await asyncio.sleep(1.0)
+        await reader.wait_for(lambda evs: True)
+    received = list(
+        {
+            e.event_id: e for e in reader.of_type("device.received") if str(e.subject_id) in ids
+        }.values()
+    )
+    assert len(received) == 3, "a repeated scan announces nothing"
+    assert {e.correlation_id for e in received} == {UUID(donation["pickup"]["pickup_id"])}
+    assert {e.scanned_by for e in received} == {STAFF}
+    done = [
+        e
+        for e in reader.of_type("pickup.completed")
+        if str(e.subject_id) == donation["pickup"]["pickup_id"]
+    ]
+    assert {(e.event_id, e.devices_received) for e in done} == {(done[0].event_id, 3)}
+
+
+async def test_a_scan_into_a_completed_pickup_is_refused_and_recorded(donation, http, namespace):
+    pid = donation["pickup"]["pickup_id"]
+    late = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan_body(asset_tag="LATE"))
+    assert late.status_code == 409
+    assert "completed" in late.json()["detail"]
+    refusal_id = late.json()["refusal_id"]
+
+    refusals = (await http(OPS, "GET", "/refusals")).json()
+    assert any(r["refusal_id"] == refusal_id and r["subject_id"] == pid for r in refusals)
+    async with TopicReader(namespace, "transition.refused") as reader:
+        await reader.wait_for(lambda evs: any(str(e.event_id) == refusal_id for e in evs))
+    listed = (await http(STAFF, "GET", "/devices", params={"pickup_id": pid})).json()
+    assert len(listed) == 3
+
+
+async def test_the_same_asset_tag_under_another_pickup_is_refused(donation, http):
+    other = await new_pickup(http)
+    response = await http(
+        STAFF,
+        "POST",
+        f"/pickups/{other['pickup_id']}/devices",
+        json=scan_body(asset_tag="ACME-0001", serial_number="SN-0001"),
+    )
+    assert response.status_code == 409
+    assert "ACME-0001" in response.json()["detail"]
+
+
+async def test_concurrent_scans_of_one_device_register_it_once(http):
+    pickup = await new_pickup(http)
+    path = f"/pickups/{pickup['pickup_id']}/devices"
+    body = scan_body(asset_tag=f"RACE-{uuid4().hex[:8]}")
+    responses = await asyncio.gather(*(http(STAFF, "POST", path, json=body) for _ in range(6)))
+    assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+    assert len({r.json()["device_id"] for r in responses}) == 1
+
+
+async def test_a_partner_never_sees_another_partners_pickups_or_devices(donation, http):
+    pid = donation["pickup"]["pickup_id"]
+    device_id = donation["devices"][0]["device_id"]
+    assert (await http(DONOR_B, "GET", f"/pickups/{pid}")).status_code == 404
+    assert (await http(DONOR_B, "GET", f"/devices/{device_id}")).status_code == 404
+    cancel = await http(DONOR_B, "POST", f"/pickups/{pid}/cancel", json={"reason": "mine now"})
+    assert cancel.status_code == 404
+    assert pid not in {p["pickup_id"] for p in (await http(DONOR_B, "GET", "/pickups")).json()}
+    b_devices = await http(DONOR_B, "GET", "/devices", params={"partner_id": DONOR_A})
+    assert b_devices.json() == []
+
+    own = (await http(DONOR_A, "GET", "/devices", params={"pickup_id": pid})).json()
+    assert {d["device_id"] for d in own} == {d["device_id"] for d in donation["devices"]}
+    assert pid in {p["pickup_id"] for p in (await http(DONOR_A, "GET", "/pickups")).json()}
+    staff_view = await http(STAFF, "GET", "/pickups", params={"partner_id": DONOR_A})
+    assert pid in {p["pickup_id"] for p in staff_view.json()}
+    assert (await http(STAFF, "GET", f"/devices/{device_id}")).status_code == 200
+
+
+async def test_a_donor_cancels_an_open_pickup_but_not_a_closed_one(donation, http):
+    pickup = await new_pickup(http, DONOR_B, schedule=False)
+    pid = pickup["pickup_id"]
+    cancelled = await http(DONOR_B, "POST", f"/pickups/{pid}/cancel", json={"reason": "moved"})
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    again = await http(DONOR_B, "POST", f"/pickups/{pid}/cancel", json={"reason": "moved"})
+    assert again.status_code == 409
+    scan = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan_body())
+    assert scan.status_code == 409
+
+    done = donation["pickup"]["pickup_id"]
+    refused = await http(STAFF, "POST", f"/pickups/{done}/cancel", json={"reason": "oops"})
+    assert refused.status_code == 409
+
+    with_devices = await new_pickup(http)
+    wid = with_devices["pickup_id"]
+    await http(STAFF, "POST", f"/pickups/{wid}/devices", json=scan_body())
+    blocked = await http(DONOR_A, "POST", f"/pickups/{wid}/cancel", json={"reason": "x"})
+    assert blocked.status_code == 409
+    assert "already received" in blocked.json()["detail"]
+
+
+async def test_the_custody_view_applies_each_device_event_once(donation, http, namespace):
+    device = donation["devices"][2]
+    device_id = UUID(device["device_id"])
+    envelope = {"correlation_id": UUID(donation["pickup"]["pickup_id"]), "device_id": device_id}
+    certificate_id = uuid4()
+    diagnosed = DeviceDiagnosed(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        producer="diagnostics",
+        report_id=uuid4(),
+        specs=HardwareSpecs(),
+        cosmetic_grade=Grade.B,
+        functional_grade=Grade.A,
+        decision=Decision.REFURBISH,
+        reason="all tests passed",
+        rules_version="2026.1",
+        tested_by=STAFF,
+        location="Warehouse Brussels",
+        **envelope,
+    )
+    wiped = DeviceWiped(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC) + timedelta(seconds=1),
+        producer="diagnostics",
+        certificate_id=certificate_id,
+        erasures=[
+            ErasureRecord(
+                drive_serial="DRV-1",
+                method=SanitizationMethod.PURGE,
+                technique="crypto erase",
+                tool="nwipe",
+                tool_version="0.37",
+                verified=True,
+                verification="full read-back",
+                operator=STAFF,
+                performed_at=datetime.now(UTC),
+                location="Warehouse Brussels",
+            )
+        ],
+        **envelope,
+    )
+    # wiped first: out of order, and every event delivered twice
+    await publish(namespace, wiped, diagnosed, wiped, diagnosed)
+
+    async def settled():
+        view = (await http(DONOR_A, "GET", f"/devices/{device_id}")).json()
+        return view if len(view["history"]) >= 3 else None
+
+    view = await eventually(settled)
+    await asyncio.sleep(2.0)
+    view = (await http(DONOR_A, "GET", f"/devices/{device_id}")).json()
+    assert [h["event_type"] for h in view["history"]] == [
+        "device.received",
+        "device.diagnosed",
+        "device.wiped",
+    ]
+    assert view["stage"] == "wiped"
+    assert view["erasure_certificate_id"] == str(certificate_id)
+    assert view["history"][1]["details"] == {
+        "decision": "refurbish",
+        "reason": "all tests passed",
+        "cosmetic_grade": "B",
+        "functional_grade": "A",
+    }
+    assert view["history"][2]["details"]["certificate_id"] == str(certificate_id)
+    wiped_list = await http(DONOR_A, "GET", "/devices", params={"stage": "wiped"})
+    assert [d["device_id"] for d in wiped_list.json()] == [str(device_id)]
+
+
+async def test_an_event_for_an_unknown_device_is_dead_lettered(http, namespace, topics):
+    stranger = DeviceWiped(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        producer="diagnostics",
+        correlation_id=uuid4(),
+        device_id=uuid4(),
+        certificate_id=uuid4(),
+        erasures=[],
+    )
+    await publish(namespace, stranger)
+    async with TopicReader(namespace, "deadletter") as reader:
+
+        def dead(_):
+            for record in reader.raw:
+                headers = {k: v.decode() for k, v in record.headers}
+                if headers.get("event_id") == str(stranger.event_id):
+                    return headers
+            return None
+
+        headers = await reader.wait_for(dead)
+    assert headers["dlq_reason"].startswith("unprocessable: unknown device")
+    assert headers["dlq_service"] == "intake"
+    assert (await http(STAFF, "GET", "/health")).status_code == 200
+
+
+async def test_a_missing_or_unknown_api_key_is_refused_with_401(http):
+    assert (await http(None, "GET", "/pickups")).status_code == 401
+    response = await http(None, "GET", "/devices", headers={"X-API-Key": "git_nope"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "unknown or revoked API key"
+
+
+async def test_a_role_without_the_right_is_refused_with_403(http, donation):
+    pid = donation["pickup"]["pickup_id"]
+    assert (await http(DONOR_A, "POST", f"/pickups/{pid}/complete", json={})).status_code == 403
+    assert (await http(STAFF, "POST", "/pickups", json=pickup_body())).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pickup_body(colour="red"),
+        pickup_body(expected={}),
+        pickup_body(expected={"toaster": 1}),
+        pickup_body(window={"start": NOW.isoformat(), "end": (NOW - timedelta(1)).isoformat()}),
+        pickup_body(contact={"name": "Jo", "email": "not-an-email"}),
+    ],
+    ids=["unknown field", "nothing expected", "unknown category", "window ends first", "email"],
+)
+async def test_bad_pickup_input_is_refused_with_422(http, body):
+    response = await http(DONOR_A, "POST", "/pickups", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+async def test_bad_scan_input_and_unknown_ids_are_answered_clearly(http, donation):
+    pid = donation["pickup"]["pickup_id"]
+    bad = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan_body(weight_kg=-1))
+    assert bad.status_code == 422
+    extra = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan_body(owner="me"))
+    assert extra.status_code == 422
+    naive = await http(
+        STAFF, "POST", f"/pickups/{pid}/schedule", json={"scheduled_for": "2026-03-02T10:00:00"}
+    )
+    assert naive.status_code == 422
+    assert (await http(STAFF, "GET", "/devices", params={"stage": "melted"})).status_code == 422
+    unknown = await http(STAFF, "POST", f"/pickups/{uuid4()}/devices", json=scan_body())
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "unknown pickup"
+    assert (await http(STAFF, "GET", f"/devices/{uuid4()}")).status_code == 404
+    assert (await http(STAFF, "GET", "/pickups/not-a-uuid")).status_code == 422
