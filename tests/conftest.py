@@ -12,19 +12,19 @@ BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 MONGO_URL = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def namespace() -> str:
-    """A prefix of topics, groups and databases of their own, so test runs never collide."""
+    """Each test module gets topics, groups and databases of its own: nothing leaks between them."""
     return f"t{uuid.uuid4().hex[:8]}_"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def topics(namespace: str) -> str:
     await create_topics(BOOTSTRAP, prefix=namespace)
     return namespace
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_env(namespace: str) -> dict[str, str]:
     return {
         **os.environ,
