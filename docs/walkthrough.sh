@@ -9,6 +9,7 @@ DIAG=${DIAG:-http://127.0.0.1:8002}
 ALLOC=${ALLOC:-http://127.0.0.1:8003}
 RECYC=${RECYC:-http://127.0.0.1:8004}
 RUN=$(date +%s)
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
 api() { # KEY METHOD URL [JSON]
@@ -59,7 +60,7 @@ erase() { # DEVICE DRIVE METHOD
   api "$STAFF" POST "$DIAG/devices/$1/erasures" "{\"drive_serial\": \"$2\", \"method\": \"$3\",
     \"technique\": \"$([ "$3" = destroy ] && echo shredding || echo 'NVMe secure erase')\", \"tool\": \"nwipe\",
     \"tool_version\": \"0.37\", \"verified\": true, \"verification\": \"full read-back\",
-    \"performed_at\": \"2030-03-04T10:00:00Z\", \"location\": \"Brussels, bench 3\"}" | jq -c '{state, certificate_id}'
+    \"performed_at\": \"$NOW\", \"location\": \"Brussels, bench 3\"}" | jq -c '{state, certificate_id}'
 }
 erase "$D1" "DRV-$RUN-1" purge
 erase "$D2" "DRV-$RUN-2" purge
@@ -93,7 +94,7 @@ api "$STAFF" POST "$RECYC/devices/$D3/dismantle" "{\"fractions\": $FRACTIONS, \"
 api "$STAFF" POST "$RECYC/devices/$D2/dismantle" "{\"fractions\": $FRACTIONS, \"hazardous_parts\": [\"li-ion battery\"], \"location\": \"Brussels\",
   \"storage_destroyed\": [{\"drive_serial\": \"DRV-$RUN-2\", \"method\": \"destroy\", \"technique\": \"shredding\", \"tool\": \"HSM shredder\",
   \"tool_version\": \"1\", \"verified\": true, \"verification\": \"visual\", \"operator\": \"staff-$RUN\",
-  \"performed_at\": \"2034-01-10T10:00:00Z\", \"location\": \"Brussels\"}]}" | jq -c '{state}'
+  \"performed_at\": \"$NOW\", \"location\": \"Brussels\"}]}" | jq -c '{state}'
 api "$STAFF" POST "$RECYC/lots" "{\"recycler\": {\"name\": \"Recupel Metals NV\", \"certification\": \"WEEELABEX\"},
   \"device_ids\": [\"$D2\", \"$D3\"]}" | jq -c '{bill_of_lading, total_kg, certificates}'
 

@@ -489,6 +489,12 @@ def details_of(event: DeviceEvent) -> dict[str, Any]:
     return {}
 
 
+def _chronological(entry: HistoryEntry) -> tuple[datetime, int]:
+    """Time first; events written in one update share a time, so then the lifecycle's order."""
+    stage = _STAGE_OF_TYPE.get(entry.event_type) or entry.details.get("condition", "")
+    return entry.occurred_at, STAGE_RANK.get(stage, 0)
+
+
 def record(custody: Custody, event: DeviceEvent) -> Custody:
     """Add one device event to the custody view, once.
 
@@ -506,7 +512,7 @@ def record(custody: Custody, event: DeviceEvent) -> Custody:
         producer=event.producer,
         details=details_of(event),
     )
-    history = tuple(sorted((*custody.history, entry), key=lambda h: h.occurred_at))
+    history = tuple(sorted((*custody.history, entry), key=_chronological))
     updated = replace(
         custody,
         history=history,

@@ -419,3 +419,23 @@ def test_an_allocation_tells_the_donor_which_recipient_has_the_device():
     assert custody.stage == "allocated"
     assert custody.recipient_id == "school-a"
     assert custody.history[-1].details == {"recipient_id": "school-a"}
+
+
+def test_events_written_at_the_same_instant_are_listed_in_lifecycle_order():
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from services.intake.domain import Custody, record
+    from shared.events import DeviceReleasedForRecycling, DeviceWiped
+    from shared.examples import EXAMPLES
+
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    released = EXAMPLES[DeviceReleasedForRecycling].model_copy(
+        update={"event_id": uuid4(), "occurred_at": at}
+    )
+    wiped = EXAMPLES[DeviceWiped].model_copy(update={"event_id": uuid4(), "occurred_at": at})
+    custody = record(record(Custody(), released), wiped)
+    assert [h.event_type for h in custody.history] == [
+        "device.wiped",
+        "device.released_for_recycling",
+    ]
