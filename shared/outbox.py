@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -27,11 +28,22 @@ log = logging.getLogger(__name__)
 PENDING: dict[str, Any] = {"outbox": {"$nin": [{}, None]}}
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _entry(event: Event) -> dict[str, Any]:
+    return {"payload": encode(event).decode(), "at": event.occurred_at}
+
+
 def outbox_set(events: Iterable[Event]) -> dict[str, Any]:
-    """The `$set` fields that put `events` in a document's outbox."""
-    return {
-        f"outbox.{e.event_id}": {"payload": encode(e).decode(), "at": e.occurred_at} for e in events
-    }
+    """The `$set` fields that put `events` in an existing document's outbox."""
+    return {f"outbox.{e.event_id}": _entry(e) for e in events}
+
+
+def outbox_doc(events: Iterable[Event]) -> dict[str, Any]:
+    """The `outbox` field of a new document (an insert takes no dotted keys)."""
+    return {"outbox": {str(e.event_id): _entry(e) for e in events}}
 
 
 class Relay:
@@ -46,11 +58,17 @@ class Relay:
         if doc:
             await self._publish(collection, doc)
 
-    async def sweep(self) -> int:
+    async def sweep(self, min_age_s: float = 5.0) -> int:
+        """Publish entries left behind, e.g. by a crash between storing and publishing.
+
+        Entries younger than `min_age_s` are left to the writer's own flush, so the two rarely
+        publish the same entry twice (a duplicate is harmless: same event id).
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_s)
         published = 0
         for collection in self._collections:
             async for doc in collection.find(PENDING, {"outbox": 1}):
-                published += await self._publish(collection, doc)
+                published += await self._publish(collection, doc, older_than=cutoff)
         return published
 
     async def run_forever(self, interval_s: float = 1.0) -> None:
@@ -61,8 +79,15 @@ class Relay:
                 log.exception("outbox sweep failed; retrying")
             await asyncio.sleep(interval_s)
 
-    async def _publish(self, collection: AsyncCollection[Document], doc: Document) -> int:
+    async def _publish(
+        self,
+        collection: AsyncCollection[Document],
+        doc: Document,
+        older_than: datetime | None = None,
+    ) -> int:
         entries = sorted((doc.get("outbox") or {}).items(), key=lambda kv: kv[1]["at"])
+        if older_than is not None:
+            entries = [(k, e) for k, e in entries if _aware(e["at"]) < older_than]
         for event_id, entry in entries:
             await self._bus.publish(decode(entry["payload"]))
             await collection.update_one({"_id": doc["_id"]}, {"$unset": {f"outbox.{event_id}": ""}})

@@ -29,8 +29,8 @@ from shared.domain import IllegalTransition
 from shared.events import DeviceCategory, DeviceReady, Event, MinSpecs
 from shared.ids import derive_id
 from shared.kafka import Unprocessable
-from shared.mongo import Database, Document
-from shared.outbox import Relay, outbox_set
+from shared.mongo import Database
+from shared.outbox import Relay, outbox_doc, outbox_set
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ _claims = asyncio.Lock()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _with_outbox(doc: Document, events: list[Event]) -> Document:
-    """A new document carrying `events` in its outbox (an insert takes no dotted keys)."""
-    entries = {key.removeprefix("outbox."): entry for key, entry in outbox_set(events).items()}
-    return doc | {"outbox": entries}
 
 
 # ---- consumed events --------------------------------------------------------------------------
@@ -91,7 +85,7 @@ async def open_request(
         event_id=uuid4(),
         now=_now(),
     )
-    await db.requests.insert_one(_with_outbox(store.request_doc(request), [event]))
+    await db.requests.insert_one(store.request_doc(request) | outbox_doc([event]))
     await relay.flush(db.requests, str(request.request_id))
     return request
 
@@ -287,7 +281,7 @@ async def create_shipment(
                 )
                 raise RuntimeError(f"device {device.device_id} changed while being shipped")
             claimed.append(device)
-        await db.shipments.insert_one(_with_outbox(store.shipment_doc(shipment), list(events)))
+        await db.shipments.insert_one(store.shipment_doc(shipment) | outbox_doc(list(events)))
     await relay.flush(db.shipments, str(shipment_id))
     return shipment
 

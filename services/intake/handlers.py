@@ -21,7 +21,7 @@ from shared.events import (
 )
 from shared.kafka import Unprocessable
 from shared.mongo import Document
-from shared.outbox import outbox_set
+from shared.outbox import outbox_doc, outbox_set
 from shared.service import Runtime
 
 ATTEMPTS = 5
@@ -65,7 +65,7 @@ async def request_pickup(
         now=now(),
         event_id=uuid4(),
     )
-    doc = {"_id": str(pickup.pickup_id), **store.pickup_doc(pickup), **_outbox([event])}
+    doc = {"_id": str(pickup.pickup_id), **store.pickup_doc(pickup), **outbox_doc([event])}
     await runtime.db.pickups.insert_one(doc)
     await runtime.relay.flush(runtime.db.pickups, doc["_id"])
     return pickup
@@ -177,7 +177,7 @@ async def scan_device(
             event_id=uuid4(),
         )
         try:
-            await db.devices.insert_one({**store.device_doc(device), **_outbox([event])})
+            await db.devices.insert_one({**store.device_doc(device), **outbox_doc([event])})
         except DuplicateKeyError:
             continue
         await runtime.relay.flush(db.devices, str(device.device_id))
@@ -213,8 +213,3 @@ async def record_device_event(runtime: Runtime, event: Event) -> None:
         if result.matched_count:
             return
     raise Contention(f"device {event.device_id} kept changing")
-
-
-def _outbox(events: list[Event]) -> Document:
-    """The outbox as a nested field, for an insert (outbox_set gives dotted `$set` paths)."""
-    return {"outbox": {key.split(".", 1)[1]: entry for key, entry in outbox_set(events).items()}}
