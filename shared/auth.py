@@ -6,6 +6,8 @@ tokens, so a fast hash is enough; there is nothing to brute-force). Requests car
 
 Create keys with the CLI (it writes the hash into the databases of the services that role uses):
     python -m shared.auth create-key --role donor --partner acme-consulate --name "Acme IT"
+    python -m shared.auth list
+    python -m shared.auth revoke --partner acme-consulate
 """
 
 import argparse
@@ -119,20 +121,59 @@ async def store_key(
     return list(services)
 
 
-async def _create(args: argparse.Namespace) -> str:
-    settings = ServiceSettings()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongo_url)
-    try:
-        key = new_key()
-        await store_key(
-            client,
-            settings,
-            key=key,
-            role=Role(args.role),
-            partner_id=args.partner,
-            name=args.name or args.partner,
+def _databases(client: AsyncMongoClient[Document], settings: ServiceSettings) -> list[Database]:
+    services = SERVICES_OF_ROLE[Role.STAFF]
+    return [client[f"{settings.namespace}{settings.mongo_db_prefix}_{s}"] for s in services]
+
+
+async def revoke_partner(
+    client: AsyncMongoClient[Document], settings: ServiceSettings, partner_id: str
+) -> int:
+    """Revoke every key of a partner in every service; returns how many key records changed."""
+    changed = 0
+    for database in _databases(client, settings):
+        result = await database.api_keys.update_many(
+            {"partner_id": partner_id, "revoked": False},
+            {"$set": {"revoked": True, "revoked_at": datetime.now(UTC)}},
         )
-        return key
+        changed += result.modified_count
+    return changed
+
+
+async def list_keys(
+    client: AsyncMongoClient[Document], settings: ServiceSettings
+) -> list[Document]:
+    """Partners with keys (never the keys: only their hashes are stored)."""
+    seen: dict[str, Document] = {}
+    for database in _databases(client, settings):
+        async for doc in database.api_keys.find({}, {"_id": 0}):
+            seen.setdefault(f"{doc['partner_id']}/{doc['role']}/{doc['created_at']}", doc)
+    return sorted(seen.values(), key=lambda d: (d["partner_id"], d["created_at"]))
+
+
+async def _run(args: argparse.Namespace) -> str:
+    settings = ServiceSettings()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    try:
+        if args.command == "create-key":
+            key = new_key()
+            await store_key(
+                client,
+                settings,
+                key=key,
+                role=Role(args.role),
+                partner_id=args.partner,
+                name=args.name or args.partner,
+            )
+            return key
+        if args.command == "revoke":
+            return f"revoked {await revoke_partner(client, settings, args.partner)} key record(s)"
+        rows = await list_keys(client, settings)
+        return "\n".join(
+            f"{d['partner_id']:30} {d['role']:11} {d['name']:30} "
+            f"{d['created_at']:%Y-%m-%d %H:%M} {'revoked' if d['revoked'] else 'active'}"
+            for d in rows
+        )
     finally:
         await client.close()
 
@@ -144,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--partner", required=True, help="partner id, e.g. acme-consulate")
     create.add_argument("--name", help="display name")
+    revoke = sub.add_parser("revoke", help="revoke every key of a partner")
+    revoke.add_argument("--partner", required=True)
+    sub.add_parser("list", help="partners, roles and key states (keys themselves are never stored)")
     args = parser.parse_args(argv)
-    key = asyncio.run(_create(args))
-    print(key)
+    print(asyncio.run(_run(args)))
     return 0
 
 
