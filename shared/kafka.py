@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -99,10 +99,17 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         return float(min(self.max_delay_s, self.base_delay_s * 2**attempt))
 
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> RetryPolicy:
+        return cls(attempts=settings.retry_attempts, base_delay_s=settings.retry_base_delay_s)
+
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationFailure):
         return bool(exc.has_error_label("RetryableWriteError"))
+    if isinstance(exc, KafkaError):
+        # aiokafka marks what a retry can fix; e.g. a record too large is not
+        return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaConnectionError)
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
@@ -111,6 +118,8 @@ class DeadLetters:
 
     def __init__(self, broker: KafkaBroker, settings: ServiceSettings) -> None:
         self._service = settings.service
+        self.retry = RetryPolicy.from_settings(settings)
+        """How a consumer using these dead letters retries transient failures first."""
         self._publisher = broker.publisher(
             settings.topic(DEAD_LETTER.name),
             title=f"{DEAD_LETTER.name}:publish",
@@ -144,7 +153,7 @@ def subscribe(
     handler: Handler,
     dead_letters: DeadLetters,
     on_refused: OnRefused | None = None,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy | None = None,
     description: str = "",
 ) -> None:
     """Consume `topics` in consumer group `group_id`, committing each record after `handler`."""
@@ -164,8 +173,9 @@ def subscribe(
         except PoisonMessage as exc:
             await dead_letters.send(record, group_id, str(exc))
             return
+        policy = retry or dead_letters.retry
         await _handle_with_retries(
-            event, record, handler, dead_letters, group_id, retry, on_refused
+            event, record, handler, dead_letters, group_id, policy, on_refused
         )
 
     subscriber(consume)
@@ -180,18 +190,22 @@ async def _handle_with_retries(
     retry: RetryPolicy,
     on_refused: OnRefused | None,
 ) -> None:
-    for attempt in range(retry.attempts):
+    """Apply `handler` once; what it refuses or cannot process is recorded, also with retries."""
+
+    async def attempt_once() -> None:
         try:
             await handler(event)
-            return
         except IllegalTransition as refused:
             if on_refused is None:
                 await dead_letters.send(record, group_id, f"refused: {refused.reason}")
             else:
                 await on_refused(refused, event)
-            return
         except Unprocessable as exc:
             await dead_letters.send(record, group_id, f"unprocessable: {exc}")
+
+    for attempt in range(retry.attempts):
+        try:
+            await attempt_once()
             return
         except Exception as exc:
             if not _is_transient(exc):
@@ -199,6 +213,8 @@ async def _handle_with_retries(
                 log.error("%s\n%s", reason, traceback.format_exc())
                 await dead_letters.send(record, group_id, reason)
                 return
+            if attempt + 1 == retry.attempts:
+                break
             delay = retry.delay(attempt)
             log.warning(
                 "transient failure on %s (attempt %d/%d), retrying in %.1fs: %r",

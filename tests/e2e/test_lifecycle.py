@@ -8,6 +8,8 @@ device's final state, every certificate and the donor's custody view are checked
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from shared.auth import Role
+from tests.e2e.cluster import project_root
 from tests.helpers import create_key
 
 pytestmark = pytest.mark.e2e
@@ -494,3 +497,16 @@ def test_10_allocation_and_recycling_agree_on_final_states(donation: Donation):
         assert (
             donation.ok("recycling", STAFF, "GET", f"/devices/{device_id}")["state"] == "recycled"
         )
+
+
+def test_11_the_invariants_checker_finds_nothing_wrong_in_the_four_stores(base_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.invariants"],
+        env=base_env,
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 violation(s)" in result.stdout

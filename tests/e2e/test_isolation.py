@@ -1,0 +1,377 @@
+"""Partners see and change only their own data, across the four services as separate processes.
+
+Partner A (a donor and a school) gets a pickup, two scanned and wiped devices, a request, one
+delivered shipment and one still on its way; partner B (another donor, another school) then
+tries every partner-scoped read and write on them and gets 403 or 404 each time, and A's data
+is unchanged afterwards. Keys work only in the services of their role (401 elsewhere), and the
+services listen on the loopback interface only.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.allocation.settings import Settings as AllocationSettings
+from services.diagnostics.settings import Settings as DiagnosticsSettings
+from services.intake.settings import Settings as IntakeSettings
+from services.recycling.settings import Settings as RecyclingSettings
+from shared.auth import Role
+from tests.e2e.cluster import Cluster
+from tests.helpers import create_key
+
+pytestmark = pytest.mark.e2e
+
+DONOR_A, DONOR_B = "acme-consulate", "globex-bank"
+SCHOOL_A, SCHOOL_B = "school-rosa-parks", "school-malala"
+STAFF = "staff-lena"
+NOW = datetime.now(UTC)
+DENIED = (403, 404)
+
+ALL_PASS = dict.fromkeys(
+    ("boot", "cpu", "memory", "storage", "screen", "keyboard", "battery", "ports", "network"),
+    "pass",
+)
+
+
+@dataclass
+class Partners:
+    keys: dict[str, str]
+    urls: dict[str, str]
+    pickup_id: str = ""
+    device_ids: list[str] = field(default_factory=list)
+    request_id: str = ""
+    delivered_shipment_id: str = ""
+    pending_shipment_id: str = ""
+    before: dict[str, Any] = field(default_factory=dict)
+
+    def call(self, service: str, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"X-API-Key": self.keys[who]}
+        return httpx.request(method, self.urls[service] + path, headers=headers, timeout=30, **kw)
+
+    def ok(self, service: str, who: str, method: str, path: str, **kw: Any) -> Any:
+        response = self.call(service, who, method, path, **kw)
+        assert response.status_code in (200, 201), (method, path, response.text)
+        return response.json()
+
+    @property
+    def delivered_device(self) -> str:
+        return self.device_ids[0]
+
+    @property
+    def shipped_device(self) -> str:
+        return self.device_ids[1]
+
+
+def _wait_until(check: Callable[[], Any], what: str, within_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + within_s
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return result
+
+
+def _pickup_body() -> dict[str, Any]:
+    return {
+        "address": {
+            "street": "Rue de la Loi 42",
+            "postal_code": "1040",
+            "city": "Brussels",
+            "country": "BE",
+        },
+        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
+        "window": {
+            "start": (NOW + timedelta(days=1)).isoformat(),
+            "end": (NOW + timedelta(days=3)).isoformat(),
+        },
+        "expected": {"laptop": 2},
+    }
+
+
+def _request_body() -> dict[str, Any]:
+    return {
+        "quantity": 2,
+        "category": "laptop",
+        "min_specs": {"ram_gb": 8},
+        "purpose": "Classroom for newly arrived pupils",
+    }
+
+
+def _scan_body(i: int) -> dict[str, Any]:
+    return {
+        "asset_tag": f"ISO-{i:04d}",
+        "serial_number": f"SN-ISO-{i:04d}",
+        "category": "laptop",
+        "make": "HP",
+        "model": "EliteBook 840 G5",
+        "weight_kg": 1.5,
+        "location": "Warehouse Brussels",
+    }
+
+
+def _wipe(p: Partners, device_id: str, i: int) -> None:
+    serial = f"DRV-ISO-{i}"
+    p.ok(
+        "diagnostics",
+        STAFF,
+        "POST",
+        f"/devices/{device_id}/reports",
+        json={
+            "specs": {
+                "cpu_model": "Intel Core i5-8350U",
+                "cpu_cores": 4,
+                "ram_gb": 8,
+                "drives": [{"serial": serial, "kind": "ssd", "capacity_gb": 256}],
+                "battery_health_pct": 85,
+            },
+            "tests": ALL_PASS,
+            "cosmetic": {"casing": "none", "screen_scratches": "none", "cracked": False},
+            "location": "Warehouse Brussels",
+        },
+    )
+    p.ok(
+        "diagnostics",
+        STAFF,
+        "POST",
+        f"/devices/{device_id}/erasures",
+        json={
+            "drive_serial": serial,
+            "method": "purge",
+            "technique": "NVMe secure erase",
+            "tool": "nwipe",
+            "tool_version": "0.37",
+            "verified": True,
+            "verification": "full read-back",
+            "performed_at": NOW.isoformat(),
+            "location": "Warehouse Brussels",
+        },
+    )
+
+
+def _snapshot(p: Partners) -> dict[str, Any]:
+    """Everything A can see of its own data, as A sees it."""
+    return {
+        "pickup": p.ok("intake", DONOR_A, "GET", f"/pickups/{p.pickup_id}"),
+        "custody": p.ok("intake", DONOR_A, "GET", "/devices"),
+        "request": p.ok("allocation", SCHOOL_A, "GET", f"/requests/{p.request_id}"),
+        "shipments": p.ok("allocation", SCHOOL_A, "GET", "/shipments"),
+        "devices": p.ok("allocation", SCHOOL_A, "GET", "/devices"),
+    }
+
+
+@pytest.fixture(scope="module")
+async def keys(namespace) -> dict[str, str]:
+    roles = {
+        DONOR_A: Role.DONOR,
+        DONOR_B: Role.DONOR,
+        SCHOOL_A: Role.RECIPIENT,
+        SCHOOL_B: Role.RECIPIENT,
+        STAFF: Role.STAFF,
+    }
+    return {partner: await create_key(namespace, role, partner) for partner, role in roles.items()}
+
+
+@pytest.fixture(scope="module")
+def partners(cluster: Cluster, keys) -> Partners:
+    p = Partners(keys=keys, urls=cluster.urls)
+    p.pickup_id = p.ok("intake", DONOR_A, "POST", "/pickups", json=_pickup_body())["pickup_id"]
+    p.ok(
+        "intake",
+        STAFF,
+        "POST",
+        f"/pickups/{p.pickup_id}/schedule",
+        json={"scheduled_for": (NOW + timedelta(days=2)).isoformat()},
+    )
+    for i in range(2):
+        scanned = p.ok(
+            "intake", STAFF, "POST", f"/pickups/{p.pickup_id}/devices", json=_scan_body(i)
+        )
+        p.device_ids.append(scanned["device_id"])
+    for i, device_id in enumerate(p.device_ids):
+        _wait_until(
+            lambda d=device_id: p.call("diagnostics", STAFF, "GET", f"/devices/{d}").is_success,
+            "diagnostics to receive the device",
+        )
+        _wipe(p, device_id, i)
+    _wait_until(
+        lambda: (
+            {d["device_id"] for d in p.ok("allocation", STAFF, "GET", "/stock")}
+            >= set(p.device_ids)
+        ),
+        "allocation to stock both devices",
+    )
+    p.request_id = p.ok("allocation", SCHOOL_A, "POST", "/requests", json=_request_body())[
+        "request_id"
+    ]
+    matched = p.ok("allocation", STAFF, "POST", "/matching/run", json={})
+    assert {a["device_id"] for a in matched["allocations"]} == set(p.device_ids)
+    for device_id in p.device_ids:
+        shipment = p.ok(
+            "allocation",
+            STAFF,
+            "POST",
+            "/shipments",
+            json={"recipient_id": SCHOOL_A, "device_ids": [device_id]},
+        )
+        if device_id == p.delivered_device:
+            p.delivered_shipment_id = shipment["shipment_id"]
+            p.ok(
+                "allocation",
+                SCHOOL_A,
+                "POST",
+                f"/shipments/{p.delivered_shipment_id}/accept",
+                json={"accepted_by": "Ms. Diallo"},
+            )
+        else:
+            p.pending_shipment_id = shipment["shipment_id"]
+
+    def custody_settled() -> bool:
+        # every event of both devices arrived: received ... shipped (6), and delivered (7)
+        view = p.ok("intake", DONOR_A, "GET", "/devices")
+        return sorted((d["stage"], len(d["history"])) for d in view) == [
+            ("delivered", 7),
+            ("shipped", 6),
+        ]
+
+    _wait_until(custody_settled, "the custody view to show every event")
+    p.before = _snapshot(p)
+    return p
+
+
+def _ids(items: list[dict[str, Any]], key: str) -> set[str]:
+    return {item[key] for item in items}
+
+
+def test_another_donor_can_neither_see_nor_change_the_pickup_and_devices(partners: Partners):
+    p = partners
+    assert p.pickup_id not in _ids(p.ok("intake", DONOR_B, "GET", "/pickups"), "pickup_id")
+    assert not _ids(p.ok("intake", DONOR_B, "GET", "/devices"), "device_id") & set(p.device_ids)
+    attempts = [
+        ("GET", f"/pickups/{p.pickup_id}", None),
+        ("POST", f"/pickups/{p.pickup_id}/cancel", {"reason": "changed our mind"}),
+        (
+            "POST",
+            f"/pickups/{p.pickup_id}/schedule",
+            {"scheduled_for": (NOW + timedelta(days=9)).isoformat()},
+        ),
+        ("POST", f"/pickups/{p.pickup_id}/complete", {}),
+        ("POST", f"/pickups/{p.pickup_id}/devices", _scan_body(99)),
+        ("GET", f"/devices/{p.delivered_device}", None),
+        ("GET", f"/devices/{p.shipped_device}", None),
+    ]
+    for method, path, body in attempts:
+        response = p.call("intake", DONOR_B, method, path, json=body)
+        assert response.status_code in DENIED, (method, path, response.status_code)
+
+
+def test_another_recipient_can_neither_see_nor_change_the_request_shipments_and_devices(
+    partners: Partners,
+):
+    p = partners
+    assert p.request_id not in _ids(p.ok("allocation", SCHOOL_B, "GET", "/requests"), "request_id")
+    assert not _ids(p.ok("allocation", SCHOOL_B, "GET", "/shipments"), "shipment_id") & {
+        p.delivered_shipment_id,
+        p.pending_shipment_id,
+    }
+    assert not _ids(p.ok("allocation", SCHOOL_B, "GET", "/devices"), "device_id") & set(
+        p.device_ids
+    )
+    attempts = [
+        ("GET", f"/requests/{p.request_id}", None),
+        ("POST", f"/requests/{p.request_id}/cancel", {}),
+        ("GET", f"/shipments/{p.delivered_shipment_id}", None),
+        ("GET", f"/shipments/{p.pending_shipment_id}", None),
+        ("POST", f"/shipments/{p.pending_shipment_id}/accept", {"accepted_by": "Mr. Nobody"}),
+        ("GET", f"/devices/{p.delivered_device}", None),
+        ("POST", f"/devices/{p.delivered_device}/report", {"condition": "lost"}),
+        ("POST", f"/devices/{p.delivered_device}/return", {"reason": "end_of_life"}),
+        ("POST", f"/devices/{p.shipped_device}/report", {"condition": "broken"}),
+        ("POST", "/shipments", {"recipient_id": SCHOOL_B, "device_ids": [p.shipped_device]}),
+        ("POST", "/allocations", {"device_id": p.shipped_device, "request_id": p.request_id}),
+        ("POST", "/matching/run", {}),
+        ("GET", "/stock", None),
+    ]
+    for method, path, body in attempts:
+        response = p.call("allocation", SCHOOL_B, method, path, json=body)
+        assert response.status_code in DENIED, (method, path, response.status_code)
+
+
+def test_the_owner_itself_is_allowed_what_the_other_partner_was_denied(partners: Partners):
+    p = partners
+    assert p.call("intake", DONOR_A, "GET", f"/pickups/{p.pickup_id}").status_code == 200
+    assert p.call("allocation", SCHOOL_A, "GET", f"/requests/{p.request_id}").status_code == 200
+    shipment = p.call("allocation", SCHOOL_A, "GET", f"/shipments/{p.pending_shipment_id}")
+    assert shipment.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("who", "service", "path"),
+    [
+        (DONOR_A, "allocation", "/requests"),
+        (DONOR_A, "diagnostics", "/devices"),
+        (DONOR_A, "recycling", "/devices"),
+        (SCHOOL_A, "intake", "/devices"),
+        (SCHOOL_A, "diagnostics", "/devices"),
+        (SCHOOL_A, "recycling", "/devices"),
+    ],
+)
+def test_a_partner_key_is_unknown_outside_the_services_of_its_role(
+    partners: Partners, who: str, service: str, path: str
+):
+    assert partners.call(service, who, "GET", path).status_code == 401
+
+
+def test_staff_cannot_ask_for_a_pickup_as_a_donor(partners: Partners):
+    response = partners.call("intake", STAFF, "POST", "/pickups", json=_pickup_body())
+
+    assert response.status_code == 403
+
+
+def test_partner_keys_cannot_read_a_device_in_diagnostics_or_lots_in_recycling(
+    partners: Partners,
+):
+    device = partners.delivered_device
+    assert partners.call("diagnostics", SCHOOL_A, "GET", f"/devices/{device}").status_code == 401
+    assert partners.call("recycling", DONOR_A, "GET", "/lots").status_code == 401
+
+
+def test_the_partners_data_is_unchanged_after_the_other_partners_attempts(partners: Partners):
+    after = _snapshot(partners)
+
+    assert after == partners.before
+    stages = {d["device_id"]: d["stage"] for d in after["custody"]}
+    assert stages == {partners.delivered_device: "delivered", partners.shipped_device: "shipped"}
+    assert after["pickup"]["status"] == "scheduled"
+    assert after["request"]["status"] == "fulfilled"
+
+
+def test_every_service_defaults_to_the_loopback_interface():
+    for settings in (IntakeSettings, DiagnosticsSettings, AllocationSettings, RecyclingSettings):
+        assert settings().http_host == "127.0.0.1", settings.service
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to list sockets")
+def test_every_running_service_listens_on_loopback_only(cluster: Cluster):
+    listening = subprocess.run(
+        ["ss", "-Hltnp"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.splitlines()
+    for service, url in cluster.urls.items():
+        port = url.rsplit(":", 1)[1]
+        pid = cluster.processes[service].pid
+        local = [
+            line.split()[3]
+            for line in listening
+            if line.split()[3].endswith(f":{port}") or f"pid={pid}," in line
+        ]
+        assert local, f"{service} is not listening on {port}"
+        for address in local:
+            assert re.fullmatch(r"(127\.0\.0\.1|\[::1\]):\d+", address), (service, address)
