@@ -3,7 +3,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.diagnostics import handlers, store
 from services.diagnostics.domain import Certificate, Device, DeviceState, Diagnosis
@@ -23,19 +23,32 @@ from shared.service import Runtime
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def _in_utc_range(moment: datetime) -> datetime:
+    """A time the store can hold: in UTC it must stay within years 1-9999 (else 422, not 500)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once in UTC") from None
+    return moment
+
+
+StorableTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+
+
 def _not_in_future(value: datetime | None, name: str) -> None:
     if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
         raise ValueError(f"{name} is in the future")
 
 
 class ReportBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Stripped as the contracts strip them: "\r" must fail here (422), not in the event (500).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     specs: HardwareSpecs
     tests: TestResults
     cosmetic: Cosmetic
     location: NonEmpty
-    tested_at: AwareDatetime | None = None
+    tested_at: StorableTime | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "ReportBody":
@@ -47,7 +60,7 @@ class ReportBody(BaseModel):
 
 
 class ErasureBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     drive_serial: NonEmpty
     method: SanitizationMethod
@@ -57,7 +70,7 @@ class ErasureBody(BaseModel):
     verified: bool
     verification: NonEmpty = Field(examples=["full read-back verification"])
     operator: NonEmpty | None = Field(None, description="Defaults to the caller's partner id.")
-    performed_at: AwareDatetime
+    performed_at: StorableTime
     location: NonEmpty
 
     @model_validator(mode="after")

@@ -1,11 +1,11 @@
 """Intake's HTTP API: donors ask for pickups and follow their devices; staff scan devices in."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.intake import handlers, store
 from services.intake.domain import Pickup, PickupStatus, Scan, Stage
@@ -19,6 +19,18 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _in_utc_range(moment: datetime) -> datetime:
+    """A time the store can hold: in UTC it must stay within years 1-9999 (else 422, not 500)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once in UTC") from None
+    return moment
+
+
+StorableTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+
+
 class PickupRequest(Body):
     address: Address
     contact: Contact
@@ -28,9 +40,15 @@ class PickupRequest(Body):
     )
     notes: Annotated[str, Field(max_length=2000)] | None = None
 
+    @model_validator(mode="after")
+    def _window_storable(self) -> "PickupRequest":
+        _in_utc_range(self.window.start)
+        _in_utc_range(self.window.end)
+        return self
+
 
 class ScheduleRequest(Body):
-    scheduled_for: AwareDatetime
+    scheduled_for: StorableTime
 
 
 class CompleteRequest(Body):

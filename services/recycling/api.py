@@ -22,7 +22,8 @@ from shared.service import Runtime
 
 
 class DismantleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Stripped as the contracts strip them: "\r" must fail here (422), not in the event (500).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     fractions: MaterialFractions
     hazardous_parts: list[NonEmpty] = Field(default_factory=list, max_length=50)
@@ -42,7 +43,7 @@ class DismantleBody(BaseModel):
 
 
 class LotBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     recycler: Recycler
     device_ids: list[UUID] = Field(min_length=1, max_length=1000)
