@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -32,7 +33,7 @@ def database(
 
 async def ping(client: AsyncMongoClient[Document]) -> bool:
     try:
-        await client.admin.command("ping")
+        await asyncio.wait_for(client.admin.command("ping"), timeout=2.0)
     except Exception:
         return False
     return True

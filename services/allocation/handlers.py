@@ -23,6 +23,7 @@ from services.allocation.domain import (
     RequestStatus,
     ReturnReason,
     Shipment,
+    ShipmentStatus,
     StockDevice,
 )
 from shared.domain import IllegalTransition
@@ -247,6 +248,7 @@ async def create_shipment(
     """
     shipment_id, now = uuid4(), _now()
     async with _claims:
+        await store.release_orphan_claims(db, [str(d) for d in device_ids])
         loaded = [(d, await store.load_device(db, d)) for d in device_ids]
         shipment, shipped, events = domain.ship(
             loaded,
@@ -313,9 +315,17 @@ async def accept_shipment(
         {"$set": doc | outbox_set(events)},
     )
     if result.modified_count == 0:
-        current = await store.load_shipment(db, shipment.shipment_id)
+        current = await db.shipments.find_one({"_id": str(shipment.shipment_id)})
         assert current is not None
-        domain.accept(current, devices, accepted_by=accepted_by, event_ids=event_ids, now=_now())
+        if current["status"] == ShipmentStatus.DELIVERED.value:
+            await store.mirror_delivery(db, current)  # a retry after a failure half-way
+        domain.accept(
+            store.shipment_from(current),
+            devices,
+            accepted_by=accepted_by,
+            event_ids=event_ids,
+            now=_now(),
+        )
     for device in updated:
         await db.stock.update_one(
             {

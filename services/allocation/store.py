@@ -47,11 +47,34 @@ async def recover(db: Database) -> None:
                 {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
             )
     async for doc in db.shipments.find({"status": ShipmentStatus.DELIVERED.value}):
-        for device_id in doc["device_ids"]:
+        await mirror_delivery(db, doc)
+
+
+async def release_orphan_claims(db: Database, device_ids: list[str]) -> None:
+    """Devices claimed for a shipment whose insert never happened go back to allocated.
+
+    Only safe while no shipment is being written (the caller holds the claims lock)."""
+    query = {"_id": {"$in": device_ids}, "state": DeviceState.SHIPPED.value}
+    async for doc in db.stock.find(query, {"shipment_id": 1}):
+        if await db.shipments.count_documents({"_id": doc.get("shipment_id")}) == 0:
             await db.stock.update_one(
-                {"_id": device_id, "state": DeviceState.SHIPPED.value, "shipment_id": doc["_id"]},
-                {"$set": {"state": DeviceState.DELIVERED.value, "updated_at": doc["delivered_at"]}},
+                {"_id": doc["_id"], "state": DeviceState.SHIPPED.value},
+                {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
             )
+
+
+async def mirror_delivery(db: Database, shipment: Document) -> None:
+    """A delivered shipment's devices still shown shipped become delivered (idempotent)."""
+    for device_id in shipment["device_ids"]:
+        await db.stock.update_one(
+            {"_id": device_id, "state": DeviceState.SHIPPED.value, "shipment_id": shipment["_id"]},
+            {
+                "$set": {
+                    "state": DeviceState.DELIVERED.value,
+                    "updated_at": shipment["delivered_at"],
+                }
+            },
+        )
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -108,7 +131,16 @@ def device_from(doc: Document) -> StockDevice:
 
 
 async def load_device(db: Database, device_id: UUID) -> StockDevice | None:
+    """The device; one still shown shipped whose shipment was accepted is delivered first (the
+    acceptance committed on the shipment and the store failed before the devices followed)."""
     doc = await db.stock.find_one({"_id": str(device_id)})
+    if doc and doc["state"] == DeviceState.SHIPPED.value and doc.get("shipment_id"):
+        shipment = await db.shipments.find_one(
+            {"_id": doc["shipment_id"], "status": ShipmentStatus.DELIVERED.value}
+        )
+        if shipment is not None:
+            await mirror_delivery(db, shipment)
+            doc = await db.stock.find_one({"_id": str(device_id)})
     return device_from(doc) if doc else None
 
 
