@@ -197,7 +197,11 @@ async def world(namespace: str) -> AsyncIterator[World]:
         ]
     )
     await w.db("intake").pickups.insert_one(
-        {"_id": _id(), "status": "requested", "outbox": {_id(): {"payload": "{}", "at": NOW}}}
+        {
+            "_id": _id(),
+            "status": "requested",
+            "outbox": {_id(): {"payload": "{}", "at": datetime.now(UTC)}},
+        }
     )
     try:
         yield w
@@ -347,7 +351,7 @@ async def test_a_custody_stage_that_disagrees_with_the_final_state_is_found(worl
 
 async def test_a_fresh_recycling_not_yet_in_custody_is_tolerated(world: World):
     await world.set("intake", "devices", world.recycled, stage="dismantled")
-    fresh = {"certificate.issued_at": NOW}
+    fresh = {"certificate.issued_at": datetime.now(UTC)}
     await world.db("recycling").devices.update_one({"_id": world.recycled}, {"$set": fresh})
 
     report = await world.check()
@@ -356,7 +360,7 @@ async def test_a_fresh_recycling_not_yet_in_custody_is_tolerated(world: World):
 
 
 async def test_an_outbox_entry_older_than_a_minute_is_found(world: World):
-    stale = {f"outbox.{_id()}": {"payload": "{}", "at": NOW - timedelta(seconds=61)}}
+    stale = {f"outbox.{_id()}": {"payload": "{}", "at": datetime.now(UTC) - timedelta(seconds=61)}}
     await world.db("allocation").stock.update_one({"_id": world.delivered}, {"$set": stale})
 
     report = await world.check()
