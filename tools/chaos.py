@@ -44,7 +44,7 @@ from shared.auth import Role, new_key, store_key
 from shared.codec import decode
 from shared.mongo import Document
 from shared.settings import ServiceSettings
-from tests.e2e.cluster import SERVICES, Cluster, running_cluster
+from tools.cluster import SERVICES, Cluster, running_cluster
 from tools.localinfra import LOCAL, LocalKafka, LocalStore, local_infra
 
 T = TypeVar("T")

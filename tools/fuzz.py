@@ -45,7 +45,7 @@ from schemathesis.core.result import Err
 from shared.admin import create_topics
 from shared.auth import Role, new_key, store_key
 from shared.settings import ServiceSettings
-from tests.e2e.cluster import SERVICES, Cluster, project_root, running_cluster
+from tools.cluster import SERVICES, Cluster, project_root, running_cluster
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 MONGO_URL = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")

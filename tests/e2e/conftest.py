@@ -2,7 +2,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import Cluster, project_root, running_cluster
+from tools.cluster import Cluster, project_root, running_cluster
 
 
 @pytest.fixture(scope="module")

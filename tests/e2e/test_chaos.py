@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from tests.e2e.cluster import free_port
 from tools.chaos import ChaosConfig, run
+from tools.cluster import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

@@ -16,8 +16,8 @@ from pymongo import MongoClient
 
 from shared.auth import Role
 from tests.conftest import MONGO_URL
-from tests.e2e.cluster import SERVICES
 from tests.helpers import create_key
+from tools.cluster import SERVICES
 from tools.fuzz import Stats, changed_documents, digest, fuzz_all, seed, snapshot, table
 
 pytestmark = pytest.mark.e2e

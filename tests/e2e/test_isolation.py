@@ -26,8 +26,8 @@ from services.diagnostics.settings import Settings as DiagnosticsSettings
 from services.intake.settings import Settings as IntakeSettings
 from services.recycling.settings import Settings as RecyclingSettings
 from shared.auth import Role
-from tests.e2e.cluster import Cluster
 from tests.helpers import create_key
+from tools.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from shared.auth import Role
-from tests.e2e.cluster import project_root
 from tests.helpers import create_key
+from tools.cluster import project_root
 
 pytestmark = pytest.mark.e2e
 

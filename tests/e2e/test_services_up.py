@@ -2,7 +2,7 @@ import httpx
 import pytest
 
 from shared.topics import ALL_TOPICS
-from tests.e2e.cluster import SERVICES
+from tools.cluster import SERVICES
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.cluster import project_root
+from tools.cluster import project_root
 
 pytestmark = pytest.mark.e2e
 

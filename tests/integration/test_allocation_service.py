@@ -23,8 +23,8 @@ from shared.events import (
     HardwareSpecs,
 )
 from tests.conftest import BOOTSTRAP
-from tests.e2e.cluster import project_root, running_cluster
 from tests.helpers import TopicReader, create_key, eventually, publish
+from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 

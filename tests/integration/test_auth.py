@@ -9,7 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.conftest import MONGO_URL
-from tests.e2e.cluster import project_root, running_cluster
+from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 

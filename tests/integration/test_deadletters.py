@@ -24,8 +24,8 @@ from shared.auth import Role
 from shared.events import DeviceCategory, DeviceDiagnosed
 from shared.examples import EXAMPLES
 from tests.conftest import BOOTSTRAP, MONGO_URL, settings_in
-from tests.e2e.cluster import project_root, running_cluster
 from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
+from tools.cluster import project_root, running_cluster
 from tools.deadletters import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive, select
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from shared.examples import EXAMPLES
 from shared.ids import derive_id
 from shared.topics import DEVICE_PARTITIONS
 from tests.conftest import BOOTSTRAP, MONGO_URL
-from tests.e2e.cluster import project_root, running_cluster
 from tests.helpers import TopicReader, create_key, eventually, publish
+from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 

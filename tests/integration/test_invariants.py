@@ -20,7 +20,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.conftest import MONGO_URL
-from tests.e2e.cluster import project_root
+from tools.cluster import project_root
 from tools.invariants import (
     CUSTODY_DISAGREES,
     DANGLING_CERTIFICATE,

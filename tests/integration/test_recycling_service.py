@@ -20,8 +20,8 @@ from shared.events import (
 )
 from shared.ids import derive_id
 from tests.conftest import MONGO_URL
-from tests.e2e.cluster import project_root, running_cluster
 from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
+from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 

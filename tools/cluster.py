@@ -1,4 +1,5 @@
-"""Starts the four services as separate processes, as `./dev up` does, on ports of their own."""
+"""Starts services as separate processes, as `./dev up` does, on ports of their own
+(used by the e2e tests and by tools.chaos / tools.fuzz)."""
 
 from __future__ import annotations
 
@@ -42,20 +43,21 @@ class Cluster:
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            process = self.processes[service]
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{service} exited with {process.returncode}: {self.tail(service)}"
-                )
-            try:
-                if httpx.get(self.urls[service] + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} not healthy: {self.tail(service)}")
-            time.sleep(0.3)
+        with httpx.Client(timeout=2) as client:  # one client: no new TLS context per poll
+            while True:
+                process = self.processes[service]
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"{service} exited with {process.returncode}: {self.tail(service)}"
+                    )
+                try:
+                    if client.get(self.urls[service] + "/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} not healthy: {self.tail(service)}")
+                time.sleep(0.3)
 
     def stop(self, service: str, *, kill: bool = False) -> None:
         process = self.processes.pop(service)
@@ -88,7 +90,7 @@ def running_cluster(
 
 
 def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
