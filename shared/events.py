@@ -315,6 +315,9 @@ class RequestOpened(RequestEvent):
     purpose: NonEmpty
     priority: Annotated[int, Field(ge=1, le=5, description="1 = most urgent")] = 3
     deadline: date | None = None
+    recipient_name: NonEmpty | None = Field(
+        None, description="The school or NGO as registered with its API key; added in v1.1."
+    )
 
 
 class RequestClosed(RequestEvent):
@@ -328,6 +331,9 @@ class DeviceAllocated(DeviceEvent):
     request_id: UUID
     recipient_id: NonEmpty
     allocation_id: UUID
+    recipient_name: NonEmpty | None = Field(
+        None, description="The school or NGO as registered with its API key; added in v1.1."
+    )
 
 
 class DeviceShipped(DeviceEvent):
@@ -350,6 +356,20 @@ class DeviceReported(DeviceEvent):
     event_type: Literal["device.reported"] = "device.reported"
     recipient_id: NonEmpty
     condition: Literal["broken", "lost"]
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class DeviceUsageReported(DeviceEvent):
+    """A recipient's periodic report on a delivered device in use: who it serves."""
+
+    event_type: Literal["device.usage_reported"] = "device.usage_reported"
+    recipient_id: NonEmpty
+    students: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        None, description="Students who use the device."
+    )
+    classrooms: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        None, description="Classrooms or groups it serves."
+    )
     note: Annotated[str, Field(max_length=2000)] | None = None
 
 
@@ -400,6 +420,9 @@ class DeviceRecycled(DeviceEvent):
     certificate_id: UUID
     recycler: Recycler
     fractions: MaterialFractions
+    bill_of_lading: NonEmpty | None = Field(
+        None, description="The lot's bill of lading; added in v1.1."
+    )
 
 
 # ---- operations -------------------------------------------------------------------------------
@@ -433,6 +456,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DeviceShipped,
     DeviceDelivered,
     DeviceReported,
+    DeviceUsageReported,
     DeviceReturned,
     DeviceDismantled,
     LotDispatched,

@@ -227,6 +227,17 @@ EXAMPLES: dict[type[ev.Event], ev.Event] = {
             note="Screen cracked",
             **_envelope,
         ),
+        ev.DeviceUsageReported(
+            event_id=UUID(int=21),
+            correlation_id=_REQUEST,
+            producer="allocation",
+            device_id=_DEVICE,
+            recipient_id=_SCHOOL,
+            students=24,
+            classrooms=1,
+            note="Used in the welcome class for newly arrived pupils",
+            **_envelope,
+        ),
         ev.DeviceReturned(
             event_id=UUID(int=16),
             correlation_id=_REQUEST,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.allocation import handlers, store
 from services.allocation.domain import (
@@ -133,6 +133,18 @@ class DeviceView(BaseModel):
 class Report(Body):
     condition: Literal["broken", "lost"]
     note: Note | None = None
+
+
+class Usage(Body):
+    students: Annotated[int, Field(ge=0, le=100_000, strict=True)] | None = None
+    classrooms: Annotated[int, Field(ge=0, le=10_000, strict=True)] | None = None
+    note: Note | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "Usage":
+        if self.students is None and self.classrooms is None:
+            raise ValueError("give students, classrooms or both")
+        return self
 
 
 class Return(Body):
@@ -265,6 +277,7 @@ def router(runtime: Runtime) -> APIRouter:
             purpose=body.purpose,
             priority=body.priority,
             deadline=body.deadline,
+            recipient_name=principal.name,
         )
         return await request_view(r)
 
@@ -411,6 +424,25 @@ def router(runtime: Runtime) -> APIRouter:
         d = await visible_device(device_id, principal)
         after = await handlers.report_device(
             runtime.db, runtime.relay, d, condition=body.condition, note=body.note
+        )
+        return device_view(after)
+
+    @api.post(
+        "/devices/{device_id}/usage",
+        tags=["devices"],
+        summary="Say whom a delivered device serves: students, classrooms (its recipient)",
+    )
+    async def report_usage(
+        device_id: UUID, body: Usage, principal: Annotated[Principal, Depends(recipient)]
+    ) -> DeviceView:
+        d = await visible_device(device_id, principal)
+        after = await handlers.report_usage(
+            runtime.db,
+            runtime.relay,
+            d,
+            students=body.students,
+            classrooms=body.classrooms,
+            note=body.note,
         )
         return device_view(after)
 

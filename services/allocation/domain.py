@@ -29,6 +29,7 @@ from shared.events import (
     DeviceReported,
     DeviceReturned,
     DeviceShipped,
+    DeviceUsageReported,
     Grade,
     HardwareSpecs,
     MinSpecs,
@@ -96,6 +97,7 @@ class Request:
     priority: int
     deadline: date | None
     opened_at: datetime
+    recipient_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,7 @@ def allocate(
         request_id=request.request_id,
         recipient_id=request.recipient_id,
         allocation_id=allocation_id,
+        recipient_name=request.recipient_name,
     )
     return allocated, event
 
@@ -367,6 +370,37 @@ def report(
     return replace(device, state=DeviceState(condition), note=note, updated_at=now), event
 
 
+def report_usage(
+    device: StockDevice,
+    *,
+    students: int | None,
+    classrooms: int | None,
+    note: str | None,
+    event_id: UUID,
+    now: datetime,
+) -> tuple[StockDevice, DeviceUsageReported]:
+    """A recipient says whom a delivered device serves; the device stays delivered."""
+    if device.state is not DeviceState.DELIVERED:
+        raise _refuse_device(
+            device,
+            "report_usage",
+            f"device is {device.state}, only delivered devices are in use",
+        )
+    assert device.recipient_id is not None
+    event = DeviceUsageReported(
+        event_id=event_id,
+        occurred_at=now,
+        correlation_id=device.request_id or device.device_id,
+        producer=PRODUCER,
+        device_id=device.device_id,
+        recipient_id=device.recipient_id,
+        students=students,
+        classrooms=classrooms,
+        note=note,
+    )
+    return replace(device, updated_at=now), event
+
+
 def return_device(
     device: StockDevice,
     *,
@@ -411,6 +445,7 @@ def open_request(
     deadline: date | None,
     event_id: UUID,
     now: datetime,
+    recipient_name: str | None = None,
 ) -> tuple[Request, RequestOpened]:
     """A recipient asks for `quantity` devices of a category meeting minimum specs."""
     request = Request(
@@ -424,6 +459,7 @@ def open_request(
         priority=priority,
         deadline=deadline,
         opened_at=now,
+        recipient_name=recipient_name,
     )
     event = RequestOpened(
         event_id=event_id,
@@ -438,6 +474,7 @@ def open_request(
         purpose=purpose,
         priority=priority,
         deadline=deadline,
+        recipient_name=recipient_name,
     )
     return request, event
 

@@ -73,6 +73,7 @@ async def open_request(
     purpose: str,
     priority: int,
     deadline: date | None,
+    recipient_name: str | None = None,
 ) -> Request:
     request, event = domain.open_request(
         request_id=uuid4(),
@@ -85,6 +86,7 @@ async def open_request(
         deadline=deadline,
         event_id=uuid4(),
         now=_now(),
+        recipient_name=recipient_name,
     )
     await db.requests.insert_one(store.request_doc(request) | outbox_doc([event]))
     await relay.flush(db.requests, str(request.request_id))
@@ -364,6 +366,21 @@ async def report_device(
 ) -> StockDevice:
     after, event = domain.report(
         device, condition=condition, note=note, event_id=uuid4(), now=_now()
+    )
+    return await _transition(db, relay, device, after, event)
+
+
+async def report_usage(
+    db: Database,
+    relay: Relay,
+    device: StockDevice,
+    *,
+    students: int | None,
+    classrooms: int | None,
+    note: str | None,
+) -> StockDevice:
+    after, event = domain.report_usage(
+        device, students=students, classrooms=classrooms, note=note, event_id=uuid4(), now=_now()
     )
     return await _transition(db, relay, device, after, event)
 

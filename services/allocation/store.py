@@ -173,6 +173,7 @@ def request_doc(request: Request) -> Document:
         "priority": request.priority,
         "deadline": request.deadline.isoformat() if request.deadline else None,
         "opened_at": request.opened_at,
+        "recipient_name": request.recipient_name,
     }
 
 
@@ -188,6 +189,7 @@ def request_from(doc: Document) -> Request:
         priority=doc["priority"],
         deadline=date.fromisoformat(doc["deadline"]) if doc.get("deadline") else None,
         opened_at=doc["opened_at"],
+        recipient_name=doc.get("recipient_name"),
     )
 
 

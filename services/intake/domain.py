@@ -25,6 +25,7 @@ from shared.events import (
     DeviceReported,
     DeviceReturned,
     DeviceShipped,
+    DeviceUsageReported,
     DeviceWiped,
     PickupCancelled,
     PickupCompleted,
@@ -32,6 +33,7 @@ from shared.events import (
     PickupScheduled,
     TimeWindow,
 )
+from shared.evidence import event_digest
 
 PRODUCER: Literal["intake"] = "intake"
 
@@ -412,6 +414,7 @@ _STAGE_OF_TYPE: dict[str, str] = {
     "device.returned": "returned",
     "device.dismantled": "dismantled",
     "device.recycled": "recycled",
+    "device.usage_reported": "delivered",
 }
 
 
@@ -422,6 +425,7 @@ class HistoryEntry:
     occurred_at: datetime
     producer: str
     details: dict[str, Any]
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +435,7 @@ class Custody:
     stage: str | None = None
     history: tuple[HistoryEntry, ...] = ()
     recipient_id: str | None = None
+    recipient_name: str | None = None
     erasure_certificate_id: UUID | None = None
     recycling_certificate_id: UUID | None = None
 
@@ -464,7 +469,11 @@ def details_of(event: DeviceEvent) -> dict[str, Any]:
                 "functional_grade": event.functional_grade.value,
             }
         case DeviceWiped():
-            return {"certificate_id": str(event.certificate_id), "drives": len(event.erasures)}
+            return {
+                "certificate_id": str(event.certificate_id),
+                "drives": len(event.erasures),
+                "erasures": [e.model_dump(mode="json") for e in event.erasures],
+            }
         case DeviceReady():
             return {"erasure_certificate_id": str(event.erasure_certificate_id)}
         case DeviceReleasedForRecycling():
@@ -472,21 +481,43 @@ def details_of(event: DeviceEvent) -> dict[str, Any]:
                 "reason": event.reason,
                 "erasure_certificate_id": str(event.erasure_certificate_id),
             }
-        case DeviceAllocated() | DeviceShipped() | DeviceDelivered():
+        case DeviceAllocated():
+            return {"recipient_id": event.recipient_id, "recipient_name": event.recipient_name}
+        case DeviceShipped() | DeviceDelivered():
             return {"recipient_id": event.recipient_id}
+        case DeviceUsageReported():
+            return {
+                "recipient_id": event.recipient_id,
+                "students": event.students,
+                "classrooms": event.classrooms,
+            }
         case DeviceReturned():
             return {"recipient_id": event.recipient_id, "reason": event.reason}
         case DeviceReported():
             return {"recipient_id": event.recipient_id, "condition": event.condition}
         case DeviceDismantled():
-            return {"fractions_total_kg": round(event.fractions.total_kg, 3)}
+            return {
+                "fractions_total_kg": round(event.fractions.total_kg, 3),
+                "fractions": event.fractions.model_dump(mode="json"),
+                "hazardous_parts": list(event.hazardous_parts),
+                "storage_destroyed": [e.model_dump(mode="json") for e in event.storage_destroyed],
+                "dismantled_by": event.dismantled_by,
+                "location": event.location,
+            }
         case DeviceRecycled():
             return {
                 "lot_id": str(event.lot_id),
                 "certificate_id": str(event.certificate_id),
                 "recycler": event.recycler.name,
+                "recycler_certification": event.recycler.certification,
+                "fractions": event.fractions.model_dump(mode="json"),
+                "bill_of_lading": event.bill_of_lading,
             }
     return {}
+
+
+def to_millis(t: datetime) -> datetime:
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def _chronological(entry: HistoryEntry) -> tuple[datetime, int]:
@@ -508,9 +539,12 @@ def record(custody: Custody, event: DeviceEvent) -> Custody:
     entry = HistoryEntry(
         event_id=event.event_id,
         event_type=event.event_type,
-        occurred_at=event.occurred_at,
+        # The store keeps milliseconds: two events of one update (wiped and ready) then share
+        # their time and keep the lifecycle's order between them.
+        occurred_at=to_millis(event.occurred_at),
         producer=event.producer,
         details=details_of(event),
+        digest=event_digest(event),
     )
     history = tuple(sorted((*custody.history, entry), key=_chronological))
     updated = replace(
@@ -534,4 +568,6 @@ def record(custody: Custody, event: DeviceEvent) -> Custody:
             | DeviceReported()
         ) if updated.recipient_id is None or STAGE_RANK[stage] > custody.rank:
             updated = replace(updated, recipient_id=event.recipient_id)
+    if isinstance(event, DeviceAllocated) and event.recipient_name:
+        updated = replace(updated, recipient_name=event.recipient_name)
     return updated

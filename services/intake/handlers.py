@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from pymongo.errors import DuplicateKeyError
 
 from services.intake import domain, store
-from services.intake.domain import Pickup, Scan
+from services.intake.domain import Pickup, Scan, to_millis
 from shared.events import (
     Address,
     Contact,
@@ -38,10 +38,6 @@ class Contention(TimeoutError):
 def now() -> datetime:
     """The store keeps milliseconds: truncating here makes a fresh answer equal a later read."""
     return to_millis(datetime.now(UTC))
-
-
-def to_millis(t: datetime) -> datetime:
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 # ---- pickups ----------------------------------------------------------------------------------
@@ -198,9 +194,6 @@ async def record_device_event(runtime: Runtime, event: Event) -> None:
     if not isinstance(event, DeviceEvent):
         raise Unprocessable(f"{event.event_type} is not a device event")
     event_id = str(event.event_id)
-    # The history is kept in the store's precision (milliseconds): two events of one update
-    # (wiped and ready) then share their time and keep the lifecycle's order between them.
-    event = event.model_copy(update={"occurred_at": to_millis(event.occurred_at)})
     for _ in range(ATTEMPTS):
         doc = await store.load_device(runtime.db, event.device_id)
         if doc is None:

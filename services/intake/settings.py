@@ -1,3 +1,4 @@
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import AliasChoices, Field
@@ -9,3 +10,13 @@ class Settings(ServiceSettings):
     service: ClassVar[str] = "intake"
 
     http_port: int = Field(8001, validation_alias=AliasChoices("GREENIT_INTAKE_HTTP_PORT"))
+    public_url: str = Field(
+        "http://127.0.0.1:8001",
+        validation_alias=AliasChoices("GREENIT_INTAKE_PUBLIC_URL"),
+        description="Where the public verification pages are reached; printed in QR codes.",
+    )
+    impact_factors: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("GREENIT_INTAKE_IMPACT_FACTORS"),
+        description="A YAML file of CO2e and landfill factors; the built-in set when unset.",
+    )

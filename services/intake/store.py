@@ -94,6 +94,7 @@ def custody_fields(custody: Custody) -> Document:
     return {
         "stage": custody.stage,
         "recipient_id": custody.recipient_id,
+        "recipient_name": custody.recipient_name,
         "erasure_certificate_id": _str(custody.erasure_certificate_id),
         "recycling_certificate_id": _str(custody.recycling_certificate_id),
         "history": [
@@ -103,6 +104,7 @@ def custody_fields(custody: Custody) -> Document:
                 "occurred_at": h.occurred_at,
                 "producer": h.producer,
                 "details": h.details,
+                "digest": h.digest,
             }
             for h in custody.history
         ],
@@ -113,6 +115,7 @@ def custody_from_doc(doc: Document) -> Custody:
     return Custody(
         stage=doc.get("stage"),
         recipient_id=doc.get("recipient_id"),
+        recipient_name=doc.get("recipient_name"),
         erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
         recycling_certificate_id=_uuid(doc.get("recycling_certificate_id")),
         history=tuple(
@@ -122,6 +125,7 @@ def custody_from_doc(doc: Document) -> Custody:
                 occurred_at=h["occurred_at"],
                 producer=h["producer"],
                 details=h.get("details") or {},
+                digest=h.get("digest"),
             )
             for h in doc.get("history") or ()
         ),

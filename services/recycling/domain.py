@@ -328,6 +328,7 @@ def recycle(
         certificate_id=certificate_id,
         recycler=lot.recycler,
         fractions=fractions,
+        bill_of_lading=lot.bill_of_lading,
     )
     recycled = replace(device, state=State.RECYCLED, lot_id=lot.lot_id, certificate=certificate)
     return recycled, event

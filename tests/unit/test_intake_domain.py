@@ -26,6 +26,7 @@ from shared.events import (
     DeviceReady,
     DeviceRecycled,
     DeviceReported,
+    DeviceUsageReported,
     DeviceWiped,
     Grade,
     HardwareSpecs,
@@ -33,6 +34,7 @@ from shared.events import (
     Recycler,
     TimeWindow,
 )
+from shared.evidence import event_digest
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PICKUP_ID = UUID("6f1c1f0e-9a57-4d8e-9a38-0d1c0b6f5a01")
@@ -398,13 +400,41 @@ def test_the_donor_sees_decision_reason_grades_and_certificates():
         "functional_grade": "B",
     }
     assert by_type["device.wiped"]["certificate_id"] == str(CERT)
-    assert by_type["device.recycled"] == {
-        "lot_id": str(event.lot_id),
-        "certificate_id": str(event.certificate_id),
-        "recycler": "Recupel",
-    }
+    recycled_details = by_type["device.recycled"]
+    assert recycled_details["lot_id"] == str(event.lot_id)
+    assert recycled_details["certificate_id"] == str(event.certificate_id)
+    assert recycled_details["recycler"] == "Recupel"
+    assert recycled_details["fractions"] == event.fractions.model_dump(mode="json")
     assert custody.recycling_certificate_id == event.certificate_id
     assert custody.stage == "recycled"
+
+
+def test_each_history_entry_keeps_the_digest_of_the_event_as_published():
+    event = wiped()
+    custody = replay(diagnosed(), event)
+    entry = next(h for h in custody.history if h.event_id == event.event_id)
+    assert entry.digest == event_digest(event)
+    assert entry.details["erasures"] == [e.model_dump(mode="json") for e in event.erasures]
+
+
+def test_a_usage_report_keeps_the_device_delivered():
+    usage = DeviceUsageReported(
+        event_id=uuid4(),
+        occurred_at=T0 + timedelta(days=200),
+        correlation_id=uuid4(),
+        producer="allocation",
+        device_id=DEVICE_ID,
+        recipient_id="school",
+        students=24,
+        classrooms=1,
+    )
+    custody = replay(delivered(), usage)
+    assert custody.stage == "delivered"
+    assert custody.history[-1].details == {
+        "recipient_id": "school",
+        "students": 24,
+        "classrooms": 1,
+    }
 
 
 def test_an_allocation_tells_the_donor_which_recipient_has_the_device():
@@ -414,11 +444,16 @@ def test_an_allocation_tells_the_donor_which_recipient_has_the_device():
         request_id=uuid4(),
         recipient_id="school-a",
         allocation_id=uuid4(),
+        recipient_name="Rosa Parks School",
     )
     custody = replay(ready(), allocated)
     assert custody.stage == "allocated"
     assert custody.recipient_id == "school-a"
-    assert custody.history[-1].details == {"recipient_id": "school-a"}
+    assert custody.recipient_name == "Rosa Parks School"
+    assert custody.history[-1].details == {
+        "recipient_id": "school-a",
+        "recipient_name": "Rosa Parks School",
+    }
 
 
 def test_events_written_at_the_same_instant_are_listed_in_lifecycle_order():
