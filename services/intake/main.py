@@ -1,6 +1,6 @@
 from faststream.specification import AsyncAPI
 
-from services.intake import api, handlers
+from services.intake import api, certificate_api, handlers
 from services.intake.settings import Settings
 from services.intake.store import setup
 from shared.events import (
@@ -46,7 +46,7 @@ app = create_app(
     runtime=runtime,
     setup=setup,
     outbox=lambda db: [db.pickups, db.devices],
-    routers=[api.router(runtime)],
+    routers=[api.router(runtime), certificate_api.router(runtime, settings)],
     description="Pickups requested by donors; devices scanned into the warehouse; "
     "the donor's view of what became of each device.",
 )

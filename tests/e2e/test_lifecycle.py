@@ -13,10 +13,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from typing import Any
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from shared.auth import Role
 from tests.helpers import create_key
@@ -497,6 +499,138 @@ def test_10_allocation_and_recycling_agree_on_final_states(donation: Donation):
         assert (
             donation.ok("recycling", STAFF, "GET", f"/devices/{device_id}")["state"] == "recycled"
         )
+
+
+def test_10b_a_school_reports_whom_a_delivered_device_serves(donation: Donation):
+    device_id = donation.devices[1]["device_id"]
+    school = donation.ok("allocation", STAFF, "GET", f"/devices/{device_id}")["recipient_id"]
+    other = SCHOOL_B if school == SCHOOL_A else SCHOOL_A
+    usage = {"students": 24, "classrooms": 1}
+    path = f"/devices/{device_id}/usage"
+    assert donation.call("allocation", other, "POST", path, json=usage).status_code == 404
+    assert donation.call("allocation", school, "POST", path, json={}).status_code == 422
+    returned = f"/devices/{donation.devices[5]['device_id']}/usage"
+    assert donation.call("allocation", SCHOOL_A, "POST", returned, json=usage).status_code in (
+        404,
+        409,
+    )
+    assert donation.ok("allocation", school, "POST", path, json=usage)["state"] == "delivered"
+
+    def reported():
+        view = donation.ok("intake", DONOR, "GET", f"/devices/{device_id}")
+        usage_entries = [h for h in view["history"] if h["event_type"] == "device.usage_reported"]
+        return (view, usage_entries) if usage_entries else None
+
+    view, entries = wait_until(reported, what="intake to record the usage report")
+    assert view["stage"] == "delivered"
+    assert entries[0]["details"] == {"recipient_id": school, "students": 24, "classrooms": 1}
+
+
+def _pdf_text(content: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(BytesIO(content)).pages)
+
+
+def _verify_with_the_topics(base_env, device_id: str, digest: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.verify_certificate", device_id, "--digest", digest],
+        env=base_env,
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_10c_the_donor_downloads_an_erasure_certificate_that_the_topics_confirm(
+    donation: Donation, base_env
+):
+    device = donation.devices[1]
+    device_id = device["device_id"]
+    path = f"/devices/{device_id}/certificates/erasure"
+    certificate = donation.ok("intake", DONOR, "GET", path)
+    issued = donation.ok(
+        "diagnostics", STAFF, "GET", f"/certificates/{certificate['certificate_id']}"
+    )
+    assert [d["serial"] for d in issued["drives"]] == [
+        e["drive_serial"] for e in certificate["erasures"]
+    ]
+    assert certificate["device"]["serial_number"] == "SN-0001"
+    pdf = donation.call("intake", DONOR, "GET", path, params={"format": "pdf"})
+    assert pdf.status_code == 200
+    assert pdf.headers["content-type"] == "application/pdf"
+    text = _pdf_text(pdf.content)
+    digest = certificate["evidence"]["digest"]
+    for expected in (
+        "Certificate of Data Sanitization",
+        certificate["certificate_id"],
+        "HP",
+        "EliteBook 840 G5",
+        "SN-0001",
+        "ACME-0001",
+        _drive(1)["serial"],
+        "Purge",
+        "NVMe secure erase",
+        "nwipe 0.37",
+        "full read-back",
+        STAFF,
+        "Warehouse Brussels",
+        digest,
+        f"/verify/{device_id}",
+    ):
+        assert expected in text, expected
+    again = donation.call("intake", DONOR, "GET", path, params={"format": "pdf"})
+    assert again.content == pdf.content
+    assert donation.call("intake", OTHER_DONOR, "GET", path).status_code == 404
+
+    public = httpx.get(
+        donation.urls["intake"] + f"/verify/{device_id}", params={"digest": digest}, timeout=30
+    )
+    assert public.status_code == 200
+    assert "matches this device" in public.text
+    assert digest in public.text
+    for private in (DONOR, STAFF, "SN-0001", _drive(1)["serial"], "Warehouse Brussels"):
+        assert private not in public.text, private
+
+    confirmed = _verify_with_the_topics(base_env, device_id, digest)
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert f"MATCH: {digest}" in confirmed.stdout
+    forged = _verify_with_the_topics(base_env, device_id, "0" * 64)
+    assert forged.returncode == 1, forged.stdout
+
+
+def test_10d_the_returned_device_has_a_recycling_certificate_naming_lot_and_recycler(
+    donation: Donation, base_env
+):
+    device_id = donation.devices[5]["device_id"]
+    path = f"/devices/{device_id}/certificates/recycling"
+    certificate = donation.ok("intake", DONOR, "GET", path)
+    lot = donation.ok("recycling", STAFF, "GET", f"/lots/{certificate['lot_id']}")
+    assert certificate["bill_of_lading"] == lot["bill_of_lading"]
+    text = _pdf_text(donation.call("intake", DONOR, "GET", path, params={"format": "pdf"}).content)
+    for expected in (
+        "Certificate of Recycling",
+        certificate["certificate_id"],
+        "Recupel Metals NV",
+        "WEEELABEX",
+        lot["lot_id"],
+        lot["bill_of_lading"],
+        "0.500 kg",
+        "1.550 kg",
+        "li-ion battery",
+        _drive(5)["serial"],
+        "Destroy",
+        certificate["evidence"]["digest"],
+    ):
+        assert expected in text, expected
+    confirmed = _verify_with_the_topics(base_env, device_id, certificate["evidence"]["digest"])
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    not_yet = donation.call(
+        "intake",
+        DONOR,
+        "GET",
+        f"/devices/{donation.devices[2]['device_id']}/certificates/recycling",
+    )
+    assert not_yet.status_code == 404
 
 
 def test_11_the_invariants_checker_finds_nothing_wrong_in_the_four_stores(base_env):

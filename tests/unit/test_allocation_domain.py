@@ -279,3 +279,40 @@ def test_a_fulfilled_request_cannot_be_cancelled():
     done, _ = domain.fulfil(request(quantity=1), allocated=1, event_id=uuid4(), now=NOW)
     with pytest.raises(IllegalTransition, match="fulfilled"):
         domain.cancel(done, allocated=1, event_id=uuid4(), now=NOW)
+
+
+def test_an_allocation_names_the_recipient_as_registered():
+    r, opened = domain.open_request(
+        request_id=uuid4(),
+        recipient_id=SCHOOL,
+        quantity=1,
+        category=DeviceCategory.LAPTOP,
+        min_specs=MinSpecs(),
+        purpose="Classroom",
+        priority=2,
+        deadline=None,
+        event_id=uuid4(),
+        now=NOW,
+        recipient_name="Rosa Parks School",
+    )
+    d = stock()
+    _, event = domain.allocate(d, d.device_id, r, allocation_id=uuid4(), event_id=uuid4(), now=NOW)
+    assert opened.recipient_name == event.recipient_name == "Rosa Parks School"
+
+
+def test_a_delivered_device_in_use_stays_delivered_and_says_whom_it_serves():
+    device = delivered()
+    after, event = domain.report_usage(
+        device, students=24, classrooms=1, note=None, event_id=uuid4(), now=NOW
+    )
+    assert after.state is DeviceState.DELIVERED
+    assert (event.recipient_id, event.students, event.classrooms) == (SCHOOL, 24, 1)
+
+
+def test_only_a_delivered_device_can_be_reported_in_use():
+    broken, _ = domain.report(delivered(), condition="broken", note=None, event_id=uuid4(), now=NOW)
+    for device in (allocated(), shipped(), broken):
+        with pytest.raises(IllegalTransition):
+            domain.report_usage(
+                device, students=3, classrooms=None, note=None, event_id=uuid4(), now=NOW
+            )
