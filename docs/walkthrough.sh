@@ -101,3 +101,11 @@ api "$STAFF" POST "$RECYC/lots" "{\"recycler\": {\"name\": \"Recupel Metals NV\"
 step "The donor's custody view: every device, its stage and its history"
 until_true "[ \$(api \"$DONOR\" GET \"$INTAKE/devices\" | jq '[.[] | select(.stage==\"recycled\")] | length') = 2 ]"
 api "$DONOR" GET "$INTAKE/devices" | jq -c '.[] | {asset_tag, stage, recipient_id, erasure_certificate_id, recycling_certificate_id, history: [.history[].event_type]}'
+
+step "The donor downloads D2's certificates as PDF; anyone checks them against the topics"
+api "$DONOR" GET "$INTAKE/devices/$D2/certificates/erasure" | jq -c '{certificate_id, erasures: [.erasures[] | {drive_serial, method}], evidence: .evidence.digest}'
+curl -sS -f -H "X-API-Key: $DONOR" "$INTAKE/devices/$D2/certificates/recycling?format=pdf" -o "${TMPDIR:-/tmp}/recycling-$RUN.pdf"
+echo "recycling certificate: $(wc -c <"${TMPDIR:-/tmp}/recycling-$RUN.pdf") bytes of PDF"
+DIGEST=$(api "$DONOR" GET "$INTAKE/devices/$D2/certificates/recycling" | jq -r .evidence.digest)
+curl -sS -f "$INTAKE/verify/$D2?digest=$DIGEST&format=json" | jq -c '{stage, digest_matches}'
+uv run --frozen python -m tools.verify_certificate "$D2" --digest "$DIGEST" | tail -1

@@ -29,3 +29,5 @@ def test_the_readme_walkthrough_runs_from_pickup_to_recycling_certificates(clust
     custody = [line for line in result.stdout.splitlines() if line.startswith('{"asset_tag"')]
     assert [('"stage":"recycled"' in line) for line in custody].count(True) == 2
     assert any('"stage":"delivered"' in line for line in custody)
+    assert '"digest_matches":"recycling"' in result.stdout
+    assert "MATCH: " in result.stdout
