@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,14 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream import AckPolicy
+from faststream.context import ContextRepo
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.publisher.usecase import DefaultPublisher
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
+from shared import observability
 from shared.codec import PoisonMessage, decode, encode, headers_for
 from shared.domain import IllegalTransition
 from shared.events import Event, TransitionRefused
@@ -51,7 +53,14 @@ OnRefused = Callable[[IllegalTransition, Event], Awaitable[None]]
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
-    """A broker whose producer is idempotent (acks=all): a retried send is written once."""
+    """A broker whose producer is idempotent (acks=all): a retried send is written once.
+
+    It counts messages in this process's Prometheus registry and logs through the standard
+    `faststream.access.kafka` logger, whose lines carry the fields of the record in hand.
+    """
+    observability.configure_tracing(settings.service, settings.otel_exporter)
+    context = ContextRepo()
+    observability.watch_broker(context)
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=settings.service,
@@ -59,6 +68,9 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
         acks="all",
         request_timeout_ms=15_000,
         graceful_timeout=15.0,
+        middlewares=[observability.kafka_metrics(settings.service)],
+        logger=logging.getLogger("faststream.access.kafka"),
+        context=context,
     )
 
 
@@ -70,6 +82,7 @@ class EventBus:
     ) -> None:
         self._publishers: dict[type[Event], DefaultPublisher] = {}
         classes: list[type[Event]] = [*emits, TransitionRefused]
+        observability.declare_events(classes)
         for cls in classes:
             topic = topic_of(cls)
             self._publishers[cls] = broker.publisher(
@@ -79,11 +92,16 @@ class EventBus:
                 description=topic.description,
             )
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event, trace: Mapping[str, str] | None = None) -> None:
+        """Publish `event` under a producer span, child of `trace` (the context stored with
+        its outbox entry) or else of the current span; `traceparent` carries it."""
         publisher = self._publishers[type(event)]
-        await publisher.publish(
-            encode(event), key=str(event.subject_id).encode(), headers=headers_for(event)
-        )
+        with observability.publishing(event, publisher.topic, trace) as trace_headers:
+            await publisher.publish(
+                encode(event),
+                key=str(event.subject_id).encode(),
+                headers=headers_for(event) | trace_headers,
+            )
 
     async def publish_all(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -174,9 +192,10 @@ def subscribe(
             await dead_letters.send(record, group_id, str(exc))
             return
         policy = retry or dead_letters.retry
-        await _handle_with_retries(
-            event, record, handler, dead_letters, group_id, policy, on_refused
-        )
+        with observability.consuming(event, record, group_id):
+            await _handle_with_retries(
+                event, record, handler, dead_letters, group_id, policy, on_refused
+            )
 
     subscriber(consume)
 
@@ -195,7 +214,9 @@ async def _handle_with_retries(
     async def attempt_once() -> None:
         try:
             await handler(event)
+            log.info("applied %s %s", event.event_type, event.event_id)
         except IllegalTransition as refused:
+            log.info("refused %s %s: %s", event.event_type, event.event_id, refused.reason)
             if on_refused is None:
                 await dead_letters.send(record, group_id, f"refused: {refused.reason}")
             else:

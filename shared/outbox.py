@@ -5,6 +5,10 @@ written in ONE update: `$set` of the new state plus `outbox.<event_id>` entries.
 publishes the entries and `$unset`s them. A crash between the two leaves the entries in the
 document; the relay's sweep publishes them later. Event ids are deterministic, so a second
 publication of the same entry is recognised downstream as a duplicate.
+
+Each entry also keeps the trace context of the moment it was stored (`trace`: W3C headers), so
+the record published later continues the trace of what caused it. Entries stored before that
+field existed have none and are published all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared import observability
 from shared.codec import decode, encode
 from shared.events import Event
 from shared.kafka import EventBus
@@ -33,7 +38,10 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _entry(event: Event) -> dict[str, Any]:
-    return {"payload": encode(event).decode(), "at": event.occurred_at}
+    entry: dict[str, Any] = {"payload": encode(event).decode(), "at": event.occurred_at}
+    if trace := observability.stored_trace(event):
+        entry["trace"] = trace
+    return entry
 
 
 def outbox_set(events: Iterable[Event]) -> dict[str, Any]:
@@ -47,7 +55,12 @@ def outbox_doc(events: Iterable[Event]) -> dict[str, Any]:
 
 
 class Relay:
-    """Publishes outbox entries of the given collections, then removes them."""
+    """Publishes outbox entries of the given collections, then removes them.
+
+    An event is counted in the domain metrics by the relay that removes its entry: each entry
+    is written by a successful state change and removed exactly once, whereas a flush and a
+    sweep racing, or a crash before the removal, may publish it twice.
+    """
 
     def __init__(self, bus: EventBus, collections: Sequence[AsyncCollection[Document]]) -> None:
         self._bus = bus
@@ -89,8 +102,14 @@ class Relay:
         if older_than is not None:
             entries = [(k, e) for k, e in entries if _aware(e["at"]) < older_than]
         for event_id, entry in entries:
-            await self._bus.publish(decode(entry["payload"]))
-            await collection.update_one({"_id": doc["_id"]}, {"$unset": {f"outbox.{event_id}": ""}})
+            event = decode(entry["payload"])
+            await self._bus.publish(event, entry.get("trace"))
+            field = f"outbox.{event_id}"
+            removed = await collection.update_one(
+                {"_id": doc["_id"], field: {"$exists": True}}, {"$unset": {field: ""}}
+            )
+            if removed.matched_count:
+                observability.count_stored(event)
         return len(entries)
 
 

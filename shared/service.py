@@ -1,10 +1,10 @@
 """What every service process is: an HTTP app whose lifespan opens the store and the broker.
 
 `/health` answers 200 only when both Kafka and the store answer; `/docs` is the OpenAPI UI
-and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN).
+and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN); `/metrics` is the
+process's Prometheus metrics (`shared.observability`).
 """
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,8 +18,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pymongo import DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from starlette.routing import Route
 
-from shared import mongo
+from shared import mongo, observability
 from shared.auth import Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
@@ -77,10 +78,8 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     description: str = "",
 ) -> FastAPI:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    observability.configure_logging(settings.service, settings.log_level, settings.log_format)
+    observability.configure_tracing(settings.service, settings.otel_exporter)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +101,9 @@ def create_app(
         description=description,
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own request span starts before routing, so its trace cannot be the
+        # device's; HttpObservability makes that span instead
+        telemetry={"tracing": False},
     )
     for router in routers:
         app.include_router(router)
@@ -141,6 +143,11 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if kafka_ok and store_ok else 503)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = observability.metrics_page()
+        return Response(body, media_type=content_type)
+
     @app.get("/asyncapi.json", include_in_schema=False)
     async def asyncapi_json() -> JSONResponse:
         return JSONResponse(asyncapi.to_specification().to_jsonable())
@@ -157,6 +164,9 @@ def create_app(
             return JSONResponse({"detail": detail}, status_code=404)
         return FileResponse(path)
 
+    own = [r for r in app.router.routes if isinstance(r, Route)]
+    included = [r for router in routers for r in router.routes if isinstance(r, Route)]
+    app.add_middleware(observability.HttpObservability, routes=[*own, *included])
     return app
 
 
@@ -164,12 +174,14 @@ def serve(app_path: str, settings: ServiceSettings) -> None:
     """Run one service process (what `python -m services.<name>` does)."""
     import uvicorn
 
+    observability.configure_logging(settings.service, settings.log_level, settings.log_format)
     uvicorn.run(
         app_path,
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        log_config=None,  # our JSON handler on the root logger, not uvicorn's own
+        access_log=False,  # shared.observability writes one access line per request instead
     )
 
 

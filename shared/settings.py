@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,14 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 0
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="JSON lines (default) or human-readable text for local debugging."
+    )
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="Where spans go: nowhere (default), stdout as JSON lines, or OTLP/HTTP "
+        "to OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
     retry_attempts: int = 5
     retry_base_delay_s: float = 0.2
 
