@@ -182,6 +182,7 @@ async def scan_device(
         await runtime.relay.flush(db.devices, str(device.device_id))
         doc = await store.load_device(db, device.device_id)
         assert doc is not None
+        await store.save_summary(db, doc)
         return doc, True
     raise Contention(f"scanning into pickup {pickup_id} kept colliding")
 
@@ -199,16 +200,18 @@ async def record_device_event(runtime: Runtime, event: Event) -> None:
         if doc is None:
             raise Unprocessable(f"unknown device {event.device_id}: intake never received it")
         if event_id in (doc.get("applied") or ()):
+            # Applied before: the summary may still lag if we stopped between the two writes.
+            await store.save_summary(runtime.db, doc)
             return
         custody = domain.record(store.custody_from_doc(doc), event)
+        fields = store.custody_fields(custody)
         result = await runtime.db.devices.update_one(
             {"_id": doc["_id"], "version": doc.get("version", 0), "applied": {"$ne": event_id}},
-            {
-                "$set": store.custody_fields(custody),
-                "$inc": {"version": 1},
-                "$push": {"applied": event_id},
-            },
+            {"$set": fields, "$inc": {"version": 1}, "$push": {"applied": event_id}},
         )
         if result.matched_count:
+            await store.save_summary(
+                runtime.db, {**doc, **fields, "version": doc.get("version", 0) + 1}
+            )
             return
     raise Contention(f"device {event.device_id} kept changing")

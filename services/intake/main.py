@@ -1,6 +1,6 @@
 from faststream.specification import AsyncAPI
 
-from services.intake import api, certificate_api, handlers
+from services.intake import api, certificate_api, handlers, manifest_api, ops_api, report_api
 from services.intake.settings import Settings
 from services.intake.store import setup
 from shared.events import (
@@ -46,7 +46,13 @@ app = create_app(
     runtime=runtime,
     setup=setup,
     outbox=lambda db: [db.pickups, db.devices],
-    routers=[api.router(runtime), certificate_api.router(runtime, settings)],
+    routers=[
+        api.router(runtime),
+        certificate_api.router(runtime, settings),
+        report_api.router(runtime, settings),
+        ops_api.router(runtime),
+        manifest_api.router(runtime),
+    ],
     description="Pickups requested by donors; devices scanned into the warehouse; "
     "the donor's view of what became of each device.",
 )

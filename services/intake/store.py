@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from services.intake.domain import (
     Custody,
@@ -27,6 +31,10 @@ async def setup(db: Database) -> None:
     await db.devices.create_index([("pickup_id", ASCENDING)])
     await db.devices.create_index([("partner_id", ASCENDING)])
     await db.pickups.create_index([("partner_id", ASCENDING)])
+    await db.device_summaries.create_index([("partner_id", ASCENDING)])
+    if await db.device_summaries.find_one({}, {"_id": 1}) is None:
+        await sync_summaries(db)  # first start with summaries: copy the existing devices
+    await db.manifest.create_index([("pickup_id", ASCENDING), ("serial_fold", ASCENDING)])
 
 
 # ---- pickups ----------------------------------------------------------------------------------
@@ -195,6 +203,103 @@ async def find_devices(
         query["stage"] = stage
     cursor = db.devices.find(query, {"outbox": 0, "applied": 0}).sort("received_at", ASCENDING)
     return [d async for d in cursor]
+
+
+# ---- device summaries -------------------------------------------------------------------------
+
+SUMMARY_DETAILS = (
+    "recipient_id",
+    "recipient_name",
+    "students",
+    "classrooms",
+    "condition",
+    "recycler",
+    "recycler_certification",
+    "fractions",
+)
+"""The details of history entries that reports and the operations views read."""
+
+
+def summary_of(doc: Document) -> Document:
+    """A device's compact copy: identity, stage, and its history without the heavy details.
+
+    Reports and operations views read many devices at once. FerretDB scans whole documents
+    and pays for every nested value, so the copy is flat: the history is one JSON string.
+    """
+    summary = {
+        key: doc.get(key)
+        for key in (
+            "_id",
+            "partner_id",
+            "pickup_id",
+            "asset_tag",
+            "serial_number",
+            "category",
+            "make",
+            "model",
+            "weight_kg",
+            "received_at",
+            "stage",
+        )
+    }
+    summary["version"] = doc.get("version", 0)
+    summary["history_json"] = json.dumps(
+        [
+            {
+                "event_type": h["event_type"],
+                "occurred_at": _utc(h["occurred_at"]).isoformat(),
+                "details": {
+                    k: v for k, v in (h.get("details") or {}).items() if k in SUMMARY_DETAILS
+                },
+            }
+            for h in doc.get("history") or ()
+        ],
+        separators=(",", ":"),
+    )
+    return summary
+
+
+def expand_summary(summary: Document) -> Document:
+    """A summary in the custody document's shape: `history` a list, times as datetimes."""
+    expanded = {k: v for k, v in summary.items() if k != "history_json"}
+    expanded["history"] = [
+        {**h, "occurred_at": datetime.fromisoformat(h["occurred_at"])}
+        for h in json.loads(summary.get("history_json") or "[]")
+    ]
+    return expanded
+
+
+async def find_summaries(db: Database, query: dict[str, Any]) -> list[Document]:
+    return [expand_summary(s) async for s in db.device_summaries.find(query)]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def save_summary(db: Database, doc: Document) -> None:
+    """Write the device's summary unless a newer version of it is already there."""
+    summary = summary_of(doc)
+    with suppress(DuplicateKeyError):  # the summary holds this version or a newer one
+        await db.device_summaries.update_one(
+            {"_id": summary["_id"], "version": {"$lt": summary["version"]}},
+            {"$set": {k: v for k, v in summary.items() if k != "_id"}},
+            upsert=True,
+        )
+
+
+async def sync_summaries(db: Database) -> int:
+    """Write the summaries that are missing or behind (after a crash between the two writes)."""
+    known = {
+        d["_id"]: d.get("version", 0)
+        async for d in db.device_summaries.find({}, {"_id": 1, "version": 1})
+    }
+    behind = 0
+    async for doc in db.devices.find({}, {"outbox": 0, "applied": 0}):
+        if known.get(doc["_id"], -1) < doc.get("version", 0):
+            await save_summary(db, doc)
+            behind += 1
+    return behind
 
 
 async def next_asset_number(db: Database) -> int:

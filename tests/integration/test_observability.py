@@ -304,7 +304,11 @@ async def test_metrics_count_the_kafka_messages_and_each_stored_event_once(
         )
         >= 1
     )
-    assert _metric(intake, "faststream_received_messages_total") >= 4  # its own + diagnostics'
+
+    async def intake_consumed_all_four() -> bool:  # its own + diagnostics' three, maybe not yet
+        return _metric(await _metrics(cluster, "intake"), "faststream_received_messages_total") >= 4
+
+    assert await eventually(intake_consumed_all_four)
     assert (
         _metric(
             diagnostics, "faststream_received_messages_total", handler=f"{namespace}device.received"

@@ -1,0 +1,367 @@
+"""The operations page in headless Chromium shows what the system says.
+
+Intake runs as a process and `python -m tools.ops web` as another; devices are scanned in and
+moved on by events, and a stopped diagnostics service is simulated by its consumer group having
+committed nothing past the beginning of `device.received`. The page's stage counts, consumer
+lag and dead letters must equal the truth computed here independently (intake's device list,
+Kafka's admin API, the dead-letter topic read record by record), also after a poison message,
+and a device search must show the device's history in order.
+"""
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from selenium.webdriver.common.by import By
+
+from shared.auth import Role
+from shared.events import (
+    Decision,
+    DeviceDiagnosed,
+    DeviceWiped,
+    Grade,
+    HardwareSpecs,
+)
+from shared.topics import DEVICE_PARTITIONS, device_topics
+from tests.browser import chromium
+from tests.conftest import BOOTSTRAP
+from tests.helpers import create_key, eventually, publish, publish_raw
+from tools.cluster import Cluster, free_port, project_root, running_cluster
+from tools.deadletters import read_dead_letters
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+DONOR, STAFF, OPS = "acme", "staff-lena", "ops-omar"
+T = TypeVar("T")
+PARTITIONS = range(DEVICE_PARTITIONS)  # every device topic has as many (shared/topics.py)
+
+READ_PAGE = """
+const cells = (rows, key, field) => Object.fromEntries([...document.querySelectorAll(rows)]
+  .map(r => [r.dataset[key], r.querySelector('[data-field="' + field + '"]').textContent]));
+return {
+  refreshes: Number(document.body.dataset.refreshes),
+  stages: cells('#stages tbody tr', 'stage', 'count'),
+  total: document.getElementById('stages-total').textContent,
+  lag: cells('#lag tbody tr', 'service', 'lag'),
+  members: cells('#lag tbody tr', 'service', 'members'),
+  dead: document.getElementById('deadletters-total').textContent,
+  deadBySource: cells('#deadletters tbody tr', 'source', 'count'),
+  topics: cells('#topics tbody tr', 'topic', 'messages'),
+  error: document.getElementById('status').textContent,
+  stagesError: document.getElementById('stages-error').textContent,
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def log_dir(namespace):
+    return project_root() / ".local" / "test-logs" / namespace
+
+
+@pytest.fixture(scope="module")
+def intake(topics, base_env, log_dir) -> Iterator[Cluster]:
+    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+async def keys(namespace) -> dict[str, str]:
+    return {
+        DONOR: await create_key(namespace, Role.DONOR, DONOR),
+        STAFF: await create_key(namespace, Role.STAFF, STAFF),
+        OPS: await create_key(namespace, Role.OPERATIONS, OPS),
+    }
+
+
+@pytest.fixture(scope="module")
+def ops_page(intake, keys, base_env, log_dir) -> Iterator[str]:
+    port = free_port()
+    env = base_env | {
+        "GREENIT_OPS_API_KEY": keys[OPS],
+        "GREENIT_INTAKE_URL": intake.urls["intake"],
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "tools.ops", "web", "--port", str(port)]
+    command += ["--poll", "1", "--stages-every", "1"]
+    with (log_dir / "ops-web.log").open("ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (log_dir / "ops-web.log").read_text()
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the ops page did not start"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+async def http(intake, keys):
+    async with httpx.AsyncClient(base_url=intake.urls["intake"], timeout=60) as client:
+
+        async def call(who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+            return await client.request(method, path, headers={"X-API-Key": keys[who]}, **kw)
+
+        yield call
+
+
+def diagnosed(device: dict[str, Any]) -> DeviceDiagnosed:
+    return DeviceDiagnosed(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        producer="diagnostics",
+        correlation_id=UUID(device["pickup_id"]),
+        device_id=UUID(device["device_id"]),
+        report_id=uuid4(),
+        specs=HardwareSpecs(),
+        cosmetic_grade=Grade.A,
+        functional_grade=Grade.A,
+        decision=Decision.REFURBISH,
+        reason="all tests passed",
+        rules_version="2026.1",
+        tested_by=STAFF,
+        location="Warehouse Brussels",
+    )
+
+
+def wiped(device: dict[str, Any]) -> DeviceWiped:
+    return DeviceWiped(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        producer="diagnostics",
+        correlation_id=UUID(device["pickup_id"]),
+        device_id=UUID(device["device_id"]),
+        certificate_id=uuid4(),
+        erasures=[],
+    )
+
+
+@pytest.fixture(scope="module")
+async def devices(http, namespace) -> list[dict[str, Any]]:
+    """Five devices scanned in; three diagnosed, one of them also wiped."""
+    now = datetime.now(UTC)
+    body = {
+        "address": {"street": "Rue 1", "postal_code": "1040", "city": "Brussels", "country": "BE"},
+        "contact": {"name": "Jo", "email": "it@acme.example"},
+        "window": {"start": now.isoformat(), "end": now.replace(year=now.year + 1).isoformat()},
+        "expected": {"laptop": 5},
+    }
+    pid = (await http(DONOR, "POST", "/pickups", json=body)).json()["pickup_id"]
+    await http(STAFF, "POST", f"/pickups/{pid}/schedule", json={"scheduled_for": now.isoformat()})
+    scanned = []
+    for n in range(5):
+        scan = {"serial_number": f"5CG8OPS{n}", "category": "laptop", "make": "HP"}
+        scan |= {"model": "EliteBook", "weight_kg": 1.5, "location": "Brussels"}
+        response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan)
+        assert response.status_code == 201, response.text
+        scanned.append(response.json())
+    await publish(namespace, *(diagnosed(d) for d in scanned[:3]))
+    await publish(namespace, wiped(scanned[0]))
+
+    async def settled() -> bool:
+        stages = Counter(d["stage"] for d in (await http(STAFF, "GET", "/devices")).json())
+        return stages == Counter({"received": 2, "diagnosed": 2, "wiped": 1})
+
+    await eventually(settled, within_s=60)
+    return scanned
+
+
+@pytest.fixture(scope="module")
+async def stopped_diagnostics(namespace, devices) -> str:
+    """Diagnostics' group has committed the beginning of `device.received` and read nothing
+    since, as if the service had been down all along: its lag is every device received."""
+    group = namespace + "diagnostics"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        received = [device_partition(namespace, "device.received", p) for p in PARTITIONS]
+        consumer.assign(received)
+        await consumer.commit({tp: 0 for tp in received})
+    finally:
+        await consumer.stop()
+    return group
+
+
+# ---- the truth, computed without tools.ops ----------------------------------------------------
+
+
+async def group_lag_truth(namespace: str, service: str, topics: list[str]) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(namespace + service)
+        partitions = [device_partition(namespace, t, p) for t in topics for p in PARTITIONS]
+        end = await consumer.end_offsets(partitions)
+        first = await consumer.beginning_offsets(partitions)
+        return sum(
+            end[tp] - (committed[tp].offset if tp in committed else first[tp]) for tp in partitions
+        )
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def device_partition(namespace: str, topic: str, partition: int) -> TopicPartition:
+    return TopicPartition(namespace + topic, partition)
+
+
+async def messages_truth(namespace: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [device_partition(namespace, topic, p) for p in PARTITIONS]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def truth(http, namespace: str) -> dict[str, Any]:
+    listed = (await http(STAFF, "GET", "/devices")).json()
+    letters = await read_dead_letters(BOOTSTRAP, namespace)
+    return {
+        "stages": Counter(d["stage"] for d in listed),
+        "total": len(listed),
+        "lag": {
+            "intake": await group_lag_truth(namespace, "intake", device_topics()),
+            "diagnostics": await group_lag_truth(namespace, "diagnostics", ["device.received"]),
+        },
+        "dead": len(letters),
+        "dead_by_source": Counter(d.source_topic.removeprefix(namespace) for d in letters),
+        "received_messages": await messages_truth(namespace, "device.received"),
+    }
+
+
+def mismatches(page: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    shown_stages = {s: int(n) for s, n in page["stages"].items()}
+    wrong = []
+    if {s: n for s, n in shown_stages.items() if n} != dict(want["stages"]):
+        wrong.append(f"stages {shown_stages} != {dict(want['stages'])}")
+    if page["total"] != str(want["total"]):
+        wrong.append(f"total {page['total']} != {want['total']}")
+    for service, lag in want["lag"].items():
+        if page["lag"].get(service) != str(lag):
+            wrong.append(f"{service} lag {page['lag'].get(service)} != {lag}")
+    if page["dead"] != str(want["dead"]):
+        wrong.append(f"dead letters {page['dead']} != {want['dead']}")
+    by_source = {s: int(n) for s, n in page["deadBySource"].items()}
+    if by_source != dict(want["dead_by_source"]):
+        wrong.append(f"dead letters by source {by_source} != {dict(want['dead_by_source'])}")
+    if page["topics"].get("device.received") != str(want["received_messages"]):
+        wrong.append(f"device.received {page['topics'].get('device.received')}")
+    return wrong
+
+
+async def until_page_matches(driver, http, namespace: str, within_s: float = 90) -> Any:
+    """Poll the page and the truth together until they agree (both settle once idle)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        page = driver.execute_script(READ_PAGE)
+        want = await truth(http, namespace)
+        wrong = mismatches(page, want)
+        if not wrong and page["refreshes"] > 0:
+            return page, want
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page disagrees with the system: {wrong}; page: {page}")
+        await asyncio.sleep(1.0)
+
+
+def until(check: Callable[[], T], within_s: float = 30) -> T:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within_s}s: {result!r}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def browser(ops_page) -> Iterator[Any]:
+    with chromium() as driver:
+        driver.get(ops_page + "/")
+        yield driver
+
+
+# ---- tests ------------------------------------------------------------------------------------
+
+
+async def test_the_page_shows_the_stage_counts_lag_and_dead_letters_the_system_has(
+    browser, http, namespace, devices, stopped_diagnostics
+):
+    page, want = await until_page_matches(browser, http, namespace)
+    assert want["stages"] == Counter({"received": 2, "diagnosed": 2, "wiped": 1})
+    assert page["stages"]["received"] == "2"
+    assert page["stages"]["recycled"] == "0", "every stage is listed, empty ones too"
+    assert want["lag"]["diagnostics"] >= 5, "at least every scanned device is waiting"
+    assert int(page["members"]["intake"]) >= 1, "intake's consumer is running"
+    assert page["lag"]["allocation"] == "-", "a group that never ran has no lag to show"
+    assert page["error"] == ""
+    assert page["stagesError"] == ""
+
+
+async def test_a_poison_message_raises_the_dead_letter_count_on_the_page(
+    browser, http, namespace, devices, stopped_diagnostics
+):
+    before, _ = await until_page_matches(browser, http, namespace)
+    await publish_raw(namespace, "device.received", b"{not json", key=b"poison")
+
+    async def dead_lettered() -> bool:
+        return len(await read_dead_letters(BOOTSTRAP, namespace)) == int(before["dead"]) + 1
+
+    await eventually(dead_lettered, within_s=60)
+    page, want = await until_page_matches(browser, http, namespace)
+    assert int(page["dead"]) == int(before["dead"]) + 1 == want["dead"]
+    assert page["deadBySource"]["device.received"] == str(want["dead_by_source"]["device.received"])
+    assert int(page["lag"]["diagnostics"]) == int(before["lag"]["diagnostics"]) + 1
+
+
+async def test_searching_a_serial_shows_the_devices_timeline_in_order(browser, http, devices):
+    device = devices[0]
+    history = (await http(STAFF, "GET", f"/devices/{device['device_id']}")).json()["history"]
+    box = browser.find_element(By.ID, "search-q")
+    box.clear()
+    box.send_keys(device["serial_number"].lower())
+    browser.find_element(By.ID, "search-button").click()
+    status = browser.find_element(By.ID, "search-status")
+    until(lambda: status.get_attribute("data-state") == "found")
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#search-results [data-device-id]")
+    assert [b.get_attribute("data-device-id") for b in blocks] == [device["device_id"]]
+    rows = blocks[0].find_elements(By.CSS_SELECTOR, "tr[data-event-type]")
+    shown = [r.find_element(By.CSS_SELECTOR, '[data-field="event-type"]').text for r in rows]
+    assert shown == [h["event_type"] for h in history]
+    assert shown == ["device.received", "device.diagnosed", "device.wiped"]
+    assert device["asset_tag"] in blocks[0].text
+
+
+async def test_searching_an_unknown_serial_says_so(browser):
+    box = browser.find_element(By.ID, "search-q")
+    box.clear()
+    box.send_keys("NO-SUCH-SERIAL")
+    browser.find_element(By.ID, "search-button").click()
+    status = browser.find_element(By.ID, "search-status")
+    until(lambda: status.get_attribute("data-state") == "not-found")
+    assert "no device has asset tag or serial number" in status.text
+    assert browser.find_elements(By.CSS_SELECTOR, "#search-results [data-device-id]") == []
