@@ -20,7 +20,7 @@ from tests.helpers import create_key
 from tools.cluster import SERVICES
 from tools.fuzz import Stats, changed_documents, digest, fuzz_all, seed, snapshot, table
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # 1,000 cases on a loaded machine
 
 CASES = 1000
 
