@@ -122,9 +122,15 @@ class RetryPolicy:
         return cls(attempts=settings.retry_attempts, base_delay_s=settings.retry_base_delay_s)
 
 
-def _is_transient(exc: BaseException) -> bool:
+STORE_BUSY = ("SQLITE_BUSY", "database is locked")
+"""How FerretDB (SQLite) says another writer holds the lock: a retry a moment later succeeds."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Would the same operation succeed if tried again a little later?"""
     if isinstance(exc, OperationFailure):
-        return bool(exc.has_error_label("RetryableWriteError"))
+        busy = any(sign in str(exc) for sign in STORE_BUSY)
+        return busy or bool(exc.has_error_label("RetryableWriteError"))
     if isinstance(exc, KafkaError):
         # aiokafka marks what a retry can fix; e.g. a record too large is not
         return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaConnectionError)
@@ -229,7 +235,7 @@ async def _handle_with_retries(
             await attempt_once()
             return
         except Exception as exc:
-            if not _is_transient(exc):
+            if not is_transient(exc):
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
                 log.error("%s\n%s", reason, traceback.format_exc())
                 await dead_letters.send(record, group_id, reason)

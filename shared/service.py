@@ -5,6 +5,7 @@ and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN); `/me
 process's Prometheus metrics (`shared.observability`).
 """
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,17 +19,20 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pymongo import DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 from starlette.routing import Route
 
 from shared import mongo, observability
 from shared.auth import Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
-from shared.kafka import EventBus
+from shared.kafka import EventBus, is_transient
 from shared.outbox import Relay
 from shared.outbox import running as outbox_running
 from shared.refusals import record_refusal, refusal_view
 from shared.settings import ServiceSettings
+
+log = logging.getLogger("greenit.service")
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI_VIEWER = ROOT / ".local" / "web" / "asyncapi"
@@ -65,6 +69,19 @@ class Runtime:
 
     async def on_refused(self, refused: IllegalTransition, cause: Event) -> None:
         await self.refuse(refused, cause.event_id)
+
+
+def store_error_response(exc: PyMongoError) -> JSONResponse:
+    """A store that is busy or unreachable is a 503 to retry, not a server error."""
+    if is_transient(exc):
+        log.warning("store unavailable, answered 503: %r", exc)
+        return JSONResponse(
+            {"detail": "the store is busy or unreachable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    log.error("store error: %r", exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def create_app(
@@ -107,6 +124,10 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+
+    @app.exception_handler(PyMongoError)
+    async def store_failed(_: Request, exc: PyMongoError) -> JSONResponse:
+        return store_error_response(exc)
 
     @app.exception_handler(IllegalTransition)
     async def refused(_: Request, exc: IllegalTransition) -> JSONResponse:

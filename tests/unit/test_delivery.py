@@ -16,7 +16,8 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure
 from shared.domain import IllegalTransition
 from shared.events import DeviceReady, Event
 from shared.examples import EXAMPLES
-from shared.kafka import RetryPolicy, Unprocessable, _handle_with_retries
+from shared.kafka import RetryPolicy, Unprocessable, _handle_with_retries, is_transient
+from shared.service import store_error_response
 
 EVENT = EXAMPLES[DeviceReady]
 GROUP = "tallocation"
@@ -221,3 +222,17 @@ async def test_a_kafka_error_that_no_retry_can_fix_is_dead_lettered(delays):
 
     assert len(dead_letters.sent) == 1
     assert delays == []
+
+
+def test_a_store_busy_with_another_writer_is_retried_not_dead_lettered():
+    busy = OperationFailure("database is locked (5) (SQLITE_BUSY)", code=1)
+    assert is_transient(busy)
+    assert not is_transient(OperationFailure("unknown operator: $foo", code=2))
+
+
+def test_over_http_a_busy_store_is_a_503_to_retry_and_other_store_errors_a_500():
+    busy = store_error_response(OperationFailure("database is locked (SQLITE_BUSY)", code=1))
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert store_error_response(AutoReconnect("connection reset")).status_code == 503
+    assert store_error_response(OperationFailure("bad query", code=2)).status_code == 500
