@@ -7,6 +7,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY shared ./shared
 COPY services ./services
+COPY tools ./tools
 RUN uv sync --frozen --no-dev
 
 FROM node:20-slim AS viewer

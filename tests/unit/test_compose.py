@@ -1,6 +1,7 @@
 """docker-compose.yml cannot run here (no Docker engine): check its structure so it does not rot."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,12 @@ def test_the_dockerfile_runs_the_service_named_by_its_environment():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "python -m services.${SERVICE}" in dockerfile
     assert "shared.healthcheck" in dockerfile
+
+
+def test_the_image_holds_every_package_the_project_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+        "targets"
+    ]["wheel"]["packages"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in declared:
+        assert f"COPY {package} ./{package}" in dockerfile, package
