@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -520,10 +521,16 @@ def to_millis(t: datetime) -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
+def stage_of_entry(event_type: str, details: Mapping[str, Any]) -> str | None:
+    """The stage a history entry moved the device to (a report: its condition), if any."""
+    stage = _STAGE_OF_TYPE.get(event_type) or details.get("condition")
+    return stage if stage in STAGE_RANK else None
+
+
 def _chronological(entry: HistoryEntry) -> tuple[datetime, int]:
     """Time first; events written in one update share a time, so then the lifecycle's order."""
-    stage = _STAGE_OF_TYPE.get(entry.event_type) or entry.details.get("condition", "")
-    return entry.occurred_at, STAGE_RANK.get(stage, 0)
+    stage = stage_of_entry(entry.event_type, entry.details)
+    return entry.occurred_at, STAGE_RANK[stage] if stage else 0
 
 
 def record(custody: Custody, event: DeviceEvent) -> Custody:

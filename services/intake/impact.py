@@ -20,8 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.intake.domain import _STAGE_OF_TYPE as STAGE_OF_EVENT_TYPE
-from services.intake.domain import STAGE_RANK
+from services.intake.domain import STAGE_RANK, stage_of_entry
 from shared.events import DeviceCategory
 
 MAX_SPAN_DAYS = 3653
@@ -403,10 +402,7 @@ class _Device:
 
 
 def _stage_of(event: _Event) -> str | None:
-    if event.type == "device.reported":
-        condition = event.details.get("condition")
-        return condition if condition in STAGE_RANK else None
-    return STAGE_OF_EVENT_TYPE.get(event.type)
+    return stage_of_entry(event.type, event.details)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from services.intake import store
 from services.intake.api import DeviceView, device_view
-from services.intake.domain import _STAGE_OF_TYPE, Stage
+from services.intake.domain import Stage, stage_of_entry
 from shared.auth import Principal, Role
 from shared.mongo import Database, Document
 from shared.service import Runtime
@@ -120,8 +120,7 @@ def stuck_thresholds(text: str | None) -> dict[str, float | None]:
 
 
 def _stage_of_entry(entry: Mapping[str, Any]) -> str | None:
-    details = entry.get("details") or {}
-    return _STAGE_OF_TYPE.get(entry.get("event_type", "")) or details.get("condition")
+    return stage_of_entry(entry.get("event_type", ""), entry.get("details") or {})
 
 
 def since_in_stage(row: Mapping[str, Any]) -> datetime:
