@@ -130,8 +130,7 @@ class LocalKafka(LocalProcess):
         self.config.write_text(f"{text}\nlog.dirs={logs}\n")
         if (logs / "meta.properties").exists():
             return
-        # what `StorageTool random-uuid` prints, without starting a JVM for it
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         with self.log.open("ab") as out:
             subprocess.run(
                 [
@@ -203,3 +202,12 @@ def local_infra(
     )
     store = LocalStore(name="store", port=store_port, log=logs / "store.log", data=base / "store")
     return kafka, store
+
+
+def _cluster_id() -> str:
+    """What `StorageTool random-uuid` prints, without starting a JVM for it: like Kafka's own
+    Uuid.randomUuid it never starts with "-", which the tool's parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -18,6 +18,7 @@ from shared.events import DeviceReady, Event
 from shared.examples import EXAMPLES
 from shared.kafka import RetryPolicy, Unprocessable, _handle_with_retries, is_transient
 from shared.service import store_error_response
+from tools.localinfra import _cluster_id
 
 EVENT = EXAMPLES[DeviceReady]
 GROUP = "tallocation"
@@ -236,3 +237,9 @@ def test_over_http_a_busy_store_is_a_503_to_retry_and_other_store_errors_a_500()
     assert busy.headers["retry-after"] == "1"
     assert store_error_response(AutoReconnect("connection reset")).status_code == 503
     assert store_error_response(OperationFailure("bad query", code=2)).status_code == 500
+
+
+def test_a_generated_kafka_cluster_id_never_looks_like_an_option():
+    ids = [_cluster_id() for _ in range(2000)]  # about 1 in 64 base64 ids start with "-"
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids)
