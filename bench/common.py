@@ -22,14 +22,12 @@ from datetime import datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
-from shared.admin import create_topics
+from shared.admin import create_topics, drop_namespace
 from shared.auth import Role, new_key, store_key
 from shared.mongo import Document
 from shared.settings import ServiceSettings
-from shared.topics import ALL_TOPICS
 from tools.cluster import SERVICES, project_root
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -82,23 +80,7 @@ async def prepare(namespace: str) -> dict[str, str]:
 
 async def cleanup(namespace: str, extra_topics: Iterable[str] = ()) -> None:
     """Drop the namespace's databases and delete its topics (the shared broker stays lean)."""
-    client = mongo_client()
-    try:
-        for name in await client.list_database_names():
-            if name.startswith(namespace):
-                await client.drop_database(name)
-    finally:
-        await client.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        names = [namespace + t.name for t in ALL_TOPICS] + list(extra_topics)
-        doomed = [t for t in names if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    await drop_namespace(BOOTSTRAP, MONGO_URL, namespace, extra_topics)
 
 
 # ---- processes ---------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from pymongo import AsyncMongoClient
 
 from shared.settings import ServiceSettings
 from shared.topics import ALL_TOPICS
@@ -30,6 +33,32 @@ async def create_topics(bootstrap: str, prefix: str = "") -> list[str]:
         if missing:
             await admin.create_topics(missing)
         return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def drop_namespace(
+    bootstrap: str, mongo_url: str, namespace: str, extra_topics: Iterable[str] = ()
+) -> None:
+    """Delete the namespace's topics and drop its databases: a broker keeps every partition's
+    files open, so test and benchmark runs that leave theirs behind exhaust its file limit."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(namespace):
+                await client.drop_database(name)
+    finally:
+        await client.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="greenit-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        names = [namespace + t.name for t in ALL_TOPICS] + list(extra_topics)
+        doomed = [t for t in names if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
     finally:
         await admin.close()
 

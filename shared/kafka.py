@@ -144,6 +144,8 @@ class DeadLetters:
         self._service = settings.service
         self.retry = RetryPolicy.from_settings(settings)
         """How a consumer using these dead letters retries transient failures first."""
+        self.batch = settings.consume_batch
+        """How many records such a consumer takes at once."""
         self._publisher = broker.publisher(
             settings.topic(DEAD_LETTER.name),
             title=f"{DEAD_LETTER.name}:publish",
@@ -180,28 +182,54 @@ def subscribe(
     retry: RetryPolicy | None = None,
     description: str = "",
 ) -> None:
-    """Consume `topics` in consumer group `group_id`, committing each record after `handler`."""
+    """Consume `topics` in consumer group `group_id`, in batches of up to `dead_letters.batch`
+    records, committing a batch's offsets once `handler` has applied every record of it.
+
+    Records with the same key (one subject: a device, a pickup) are handled one after another
+    in offset order; different subjects concurrently, which hides the store's round trips. If
+    one record still fails after its retries, the batch is not committed: the consumer rewinds
+    each partition to the batch's first record, and records already applied are recognised as
+    duplicates when they come again.
+    """
     subscriber = broker.subscriber(
         *topics,
         group_id=group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
+        batch=True,
+        max_records=dead_letters.batch,
         title=f"{group_id}:consume",
         description=description,
     )
+    policy = retry or dead_letters.retry
 
-    async def consume(message: KafkaMessage) -> None:
-        record: ConsumerRecord[Any, Any] = message.raw_message
+    async def consume_one(record: ConsumerRecord[Any, Any]) -> None:
         try:
             event = decode(record.value or b"")
         except PoisonMessage as exc:
             await dead_letters.send(record, group_id, str(exc))
             return
-        policy = retry or dead_letters.retry
         with observability.consuming(event, record, group_id):
             await _handle_with_retries(
                 event, record, handler, dead_letters, group_id, policy, on_refused
             )
+
+    async def consume_in_order(records: list[ConsumerRecord[Any, Any]]) -> None:
+        for record in records:
+            await consume_one(record)
+
+    async def consume(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records: tuple[ConsumerRecord[Any, Any], ...] = raw if isinstance(raw, tuple) else (raw,)
+        by_subject: dict[Any, list[ConsumerRecord[Any, Any]]] = {}
+        for record in records:
+            by_subject.setdefault(record.key, []).append(record)
+        outcomes = await asyncio.gather(
+            *(consume_in_order(group) for group in by_subject.values()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     subscriber(consume)
 

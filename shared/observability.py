@@ -312,9 +312,15 @@ def _record_fields() -> dict[str, str]:
         message = repo.get_local("message")
         if message is None:
             continue
+        raw = getattr(message, "raw_message", None)
         headers: Mapping[str, str] = getattr(message, "headers", None) or {}
+        if isinstance(raw, tuple):  # a batch: its lines are about one record only if it has one
+            if len(raw) != 1:
+                return {"batch_records": str(len(raw))}
+            raw = raw[0]
+            headers = {k: v.decode(errors="replace") for k, v in (raw.headers or ())}
         fields = {k: headers[k] for k in _HEADER_FIELDS if k in headers}
-        key = getattr(getattr(message, "raw_message", None), "key", None)
+        key = getattr(raw, "key", None)
         if isinstance(key, bytes):
             fields["subject_id"] = key.decode(errors="replace")
             if fields.get("event_type", "").startswith("device."):

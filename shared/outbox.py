@@ -60,16 +60,48 @@ class Relay:
     An event is counted in the domain metrics by the relay that removes its entry: each entry
     is written by a successful state change and removed exactly once, whereas a flush and a
     sweep racing, or a crash before the removal, may publish it twice.
+
+    Finding entries left behind means reading every document of the collections (the store
+    has no index on "has outbox entries"; FerretDB v1 uses none but `_id` anyway), so the
+    relay does not do it every second: it sweeps everything when it starts (what a crash of
+    this or another instance left), then every `full_sweep_s`, and in between retries only the
+    documents whose flush failed in this process.
     """
 
     def __init__(self, bus: EventBus, collections: Sequence[AsyncCollection[Document]]) -> None:
         self._bus = bus
         self._collections = list(collections)
+        self._failed: set[tuple[int, Any]] = set()
+        """(collection index, document id) whose flush raised: retried at the next tick."""
 
     async def flush(self, collection: AsyncCollection[Document], doc_id: Any) -> None:
-        doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
-        if doc:
-            await self._publish(collection, doc)
+        try:
+            doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+            if doc:
+                await self._publish(collection, doc)
+        except BaseException:
+            self._remember(collection, doc_id)
+            raise
+
+    def _remember(self, collection: AsyncCollection[Document], doc_id: Any) -> None:
+        for index, known in enumerate(self._collections):
+            if known.full_name == collection.full_name:
+                self._failed.add((index, doc_id))
+
+    async def retry_failed(self) -> int:
+        """Flush again the documents whose flush failed; those failing again stay listed."""
+        failed, self._failed = self._failed, set()
+        published = 0
+        for index, doc_id in failed:
+            collection = self._collections[index]
+            try:
+                doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+                if doc:
+                    published += await self._publish(collection, doc)
+            except Exception:
+                self._failed.add((index, doc_id))
+                raise
+        return published
 
     async def sweep(self, min_age_s: float = 5.0) -> int:
         """Publish entries left behind, e.g. by a crash between storing and publishing.
@@ -84,10 +116,21 @@ class Relay:
                 published += await self._publish(collection, doc, older_than=cutoff)
         return published
 
-    async def run_forever(self, interval_s: float = 1.0) -> None:
+    async def run_forever(self, interval_s: float = 1.0, full_sweep_s: float = 30.0) -> None:
+        """Sweep everything now (entries of any age) and every `full_sweep_s`; retry failed
+        flushes every `interval_s`."""
+        next_full: float | None = None
         while True:
             try:
-                await self.sweep()
+                now = asyncio.get_running_loop().time()
+                if next_full is None:
+                    await self.sweep(min_age_s=0)
+                    next_full = now + full_sweep_s
+                elif now >= next_full:
+                    await self.sweep()
+                    next_full = now + full_sweep_s
+                else:
+                    await self.retry_failed()
             except Exception:
                 log.exception("outbox sweep failed; retrying")
             await asyncio.sleep(interval_s)
@@ -105,17 +148,17 @@ class Relay:
             event = decode(entry["payload"])
             await self._bus.publish(event, entry.get("trace"))
             field = f"outbox.{event_id}"
-            removed = await collection.update_one(
-                {"_id": doc["_id"], field: {"$exists": True}}, {"$unset": {field: ""}}
-            )
-            if removed.matched_count:
+            # By `_id` alone (FerretDB uses its index for no other filter); only the relay
+            # that actually removes the entry sees it modified, and counts the event.
+            removed = await collection.update_one({"_id": doc["_id"]}, {"$unset": {field: ""}})
+            if removed.modified_count:
                 observability.count_stored(event)
         return len(entries)
 
 
 @contextlib.asynccontextmanager
-async def running(relay: Relay, interval_s: float = 1.0) -> Any:
-    task = asyncio.create_task(relay.run_forever(interval_s))
+async def running(relay: Relay, interval_s: float = 1.0, full_sweep_s: float = 30.0) -> Any:
+    task = asyncio.create_task(relay.run_forever(interval_s, full_sweep_s))
     try:
         yield relay
     finally:

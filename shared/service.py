@@ -107,7 +107,7 @@ def create_app(
         runtime.relay = Relay(runtime.bus, [*outbox(runtime.db), runtime.db.refusals])
         await broker.start()
         try:
-            async with outbox_running(runtime.relay):
+            async with outbox_running(runtime.relay, full_sweep_s=settings.outbox_full_sweep_s):
                 yield
         finally:
             await broker.stop()

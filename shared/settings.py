@@ -34,6 +34,21 @@ class ServiceSettings(BaseSettings):
     )
     retry_attempts: int = 5
     retry_base_delay_s: float = 0.2
+    consume_batch: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description="Records a consumer takes at once: records of different subjects are "
+        "handled concurrently (those of one subject in order), and the batch's offsets are "
+        "committed once, after all of them.",
+    )
+    outbox_full_sweep_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the outbox relay reads every document for entries left behind "
+        "(it always does when the service starts, and retries its own failed flushes every "
+        "second).",
+    )
 
     @property
     def database(self) -> str:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.admin import create_topics
+from shared.admin import create_topics, drop_namespace
 from shared.settings import ServiceSettings
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -19,9 +20,11 @@ def namespace() -> str:
 
 
 @pytest.fixture(scope="module")
-async def topics(namespace: str) -> str:
+async def topics(namespace: str) -> AsyncIterator[str]:
+    """The catalogue's topics in the module's namespace; deleted afterwards, with its databases."""
     await create_topics(BOOTSTRAP, prefix=namespace)
-    return namespace
+    yield namespace
+    await drop_namespace(BOOTSTRAP, MONGO_URL, namespace)
 
 
 @pytest.fixture(scope="module")

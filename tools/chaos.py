@@ -1061,6 +1061,8 @@ async def _run_with(
         "GREENIT_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "GREENIT_MONGO_URL": store.url,
         "GREENIT_LOG_LEVEL": config.log_level,
+        # the settle check below waits 6 s for entries a sweep must publish
+        "GREENIT_OUTBOX_FULL_SWEEP_S": "5",
     }
     services_started = time.monotonic()
     with running_cluster(env, base / "logs") as cluster:

@@ -169,7 +169,13 @@ class LocalKafka(LocalProcess):
 class LocalStore(LocalProcess):
     """`mongod` if it is on PATH, else the FerretDB (SQLite) that `./dev` built."""
 
+    @property
+    def is_ferretdb(self) -> bool:
+        return shutil.which("mongod") is None
+
     data: Path = Path()
+    ferretdb_args: tuple[str, ...] = ()
+    """Extra arguments for FerretDB (ignored by mongod)."""
 
     @property
     def url(self) -> str:
@@ -183,7 +189,14 @@ class LocalStore(LocalProcess):
         ferretdb = LOCAL / "bin/ferretdb"
         if not os.access(ferretdb, os.X_OK):
             raise RuntimeError(f"no {ferretdb} and no mongod on PATH: run ./dev provision first")
-        return [str(ferretdb), "--listen-addr", address, "--sqlite-dir", str(self.data)]
+        return [
+            str(ferretdb),
+            "--listen-addr",
+            address,
+            "--sqlite-dir",
+            str(self.data),
+            *self.ferretdb_args,
+        ]
 
     def prepare(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -20,6 +21,8 @@ func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	dir := flag.String("sqlite-dir", "data", "directory holding the SQLite databases")
 	level := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	idIndex := flag.Duration("id-index-every", 200*time.Millisecond,
+		"how often to look for collections lacking the `_id` path index (0: never; see idindex.go)")
 	flag.Parse()
 
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
@@ -44,6 +47,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	if *idIndex > 0 {
+		go indexIDs(ctx, *dir, *idIndex, logger)
+	}
 
 	logger.Warn("ferretdb listening", "addr", *listen, "uri", f.MongoDBURI())
 	if err := f.Run(ctx); err != nil {

@@ -30,7 +30,7 @@ from shared.domain import IllegalTransition
 from shared.events import DeviceCategory, DeviceReady, Event, MinSpecs
 from shared.ids import derive_id
 from shared.kafka import Unprocessable
-from shared.mongo import Database
+from shared.mongo import Database, update_if
 from shared.outbox import Relay, outbox_doc, outbox_set
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,10 @@ async def cancel_request(db: Database, relay: Relay, request: Request) -> Reques
     allocated = await store.count_allocated(db, request.request_id)
     event_id = derive_id(SERVICE, request.request_id, "request.closed")
     cancelled, event = domain.cancel(request, allocated=allocated, event_id=event_id, now=_now())
-    result = await db.requests.update_one(
-        {"_id": str(request.request_id), "status": RequestStatus.OPEN.value},
+    stored = await update_if(
+        db.requests,
+        str(request.request_id),
+        {"status": RequestStatus.OPEN.value},
         {
             "$set": {
                 "status": cancelled.status.value,
@@ -107,7 +109,7 @@ async def cancel_request(db: Database, relay: Relay, request: Request) -> Reques
             }
         },
     )
-    if result.modified_count == 0:
+    if not stored:
         current = await store.load_request(db, request.request_id)
         assert current is not None
         domain.cancel(current, allocated=allocated, event_id=event_id, now=_now())
@@ -125,8 +127,10 @@ async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> No
     fulfilled, event = domain.fulfil(request, allocated=allocated, event_id=event_id, now=_now())
     if event is None:
         return
-    await db.requests.update_one(
-        {"_id": str(request_id), "status": RequestStatus.OPEN.value},
+    await update_if(
+        db.requests,
+        str(request_id),
+        {"status": RequestStatus.OPEN.value},
         {
             "$set": {
                 "status": fulfilled.status.value,
@@ -162,11 +166,13 @@ async def _claim(
         event_id=derive_id(SERVICE, allocation_id, "device.allocated"),
         now=_now(),
     )
-    result = await db.stock.update_one(
-        {"_id": str(device_id), "state": DeviceState.AVAILABLE.value},
+    stored = await update_if(
+        db.stock,
+        str(device_id),
+        {"state": DeviceState.AVAILABLE.value},
         {"$set": store.device_fields(allocated) | outbox_set([event])},
     )
-    if result.modified_count == 0:
+    if not stored:
         return None
     await relay.flush(db.stock, str(device_id))
     return Allocation(device_id, request.request_id, request.recipient_id, allocation_id)
@@ -263,15 +269,13 @@ async def create_shipment(
         )
         claimed: list[StockDevice] = []
         for device in shipped:
-            result = await db.stock.update_one(
-                {
-                    "_id": str(device.device_id),
-                    "state": DeviceState.ALLOCATED.value,
-                    "recipient_id": recipient_id,
-                },
+            stored = await update_if(
+                db.stock,
+                str(device.device_id),
+                {"state": DeviceState.ALLOCATED.value, "recipient_id": recipient_id},
                 {"$set": store.device_fields(device)},
             )
-            if result.modified_count == 0:
+            if not stored:
                 await _release(db, claimed, shipment_id)
                 current = await store.load_device(db, device.device_id)
                 domain.ship(
@@ -292,8 +296,10 @@ async def create_shipment(
 
 async def _release(db: Database, claimed: list[StockDevice], shipment_id: UUID) -> None:
     for device in claimed:
-        await db.stock.update_one(
-            {"_id": str(device.device_id), "shipment_id": str(shipment_id)},
+        await update_if(
+            db.stock,
+            str(device.device_id),
+            {"shipment_id": str(shipment_id)},
             {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
         )
 
@@ -312,11 +318,13 @@ async def accept_shipment(
         shipment, devices, accepted_by=accepted_by, event_ids=event_ids, now=_now()
     )
     doc = store.shipment_doc(delivered)
-    result = await db.shipments.update_one(
-        {"_id": doc.pop("_id"), "status": shipment.status.value},
+    stored = await update_if(
+        db.shipments,
+        doc.pop("_id"),
+        {"status": shipment.status.value},
         {"$set": doc | outbox_set(events)},
     )
-    if result.modified_count == 0:
+    if not stored:
         current = await db.shipments.find_one({"_id": str(shipment.shipment_id)})
         assert current is not None
         if current["status"] == ShipmentStatus.DELIVERED.value:
@@ -329,12 +337,10 @@ async def accept_shipment(
             now=_now(),
         )
     for device in updated:
-        await db.stock.update_one(
-            {
-                "_id": str(device.device_id),
-                "state": DeviceState.SHIPPED.value,
-                "shipment_id": str(shipment.shipment_id),
-            },
+        await update_if(
+            db.stock,
+            str(device.device_id),
+            {"state": DeviceState.SHIPPED.value, "shipment_id": str(shipment.shipment_id)},
             {"$set": {"state": device.state.value, "updated_at": device.updated_at}},
         )
     await relay.flush(db.shipments, str(shipment.shipment_id))
@@ -344,11 +350,13 @@ async def accept_shipment(
 async def _transition(
     db: Database, relay: Relay, before: StockDevice, after: StockDevice, event: Event
 ) -> StockDevice:
-    result = await db.stock.update_one(
-        {"_id": str(before.device_id), "state": before.state.value},
+    stored = await update_if(
+        db.stock,
+        str(before.device_id),
+        {"state": before.state.value},
         {"$set": store.device_fields(after) | outbox_set([event])},
     )
-    if result.modified_count == 0:
+    if not stored:
         raise IllegalTransition(
             subject_kind="device",
             subject_id=before.device_id,

@@ -19,7 +19,7 @@ from services.allocation.domain import (
     StockDevice,
 )
 from shared.events import DeviceCategory, Grade, HardwareSpecs, MinSpecs
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, update_if
 
 
 async def setup(db: Database) -> None:
@@ -42,8 +42,10 @@ async def recover(db: Database) -> None:
     shipment_ids = {d["_id"] async for d in db.shipments.find({}, {"_id": 1})}
     async for doc in db.stock.find({"state": DeviceState.SHIPPED.value}):
         if doc.get("shipment_id") not in shipment_ids:
-            await db.stock.update_one(
-                {"_id": doc["_id"], "state": DeviceState.SHIPPED.value},
+            await update_if(
+                db.stock,
+                doc["_id"],
+                {"state": DeviceState.SHIPPED.value},
                 {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
             )
     async for doc in db.shipments.find({"status": ShipmentStatus.DELIVERED.value}):
@@ -57,8 +59,10 @@ async def release_orphan_claims(db: Database, device_ids: list[str]) -> None:
     query = {"_id": {"$in": device_ids}, "state": DeviceState.SHIPPED.value}
     async for doc in db.stock.find(query, {"shipment_id": 1}):
         if await db.shipments.count_documents({"_id": doc.get("shipment_id")}) == 0:
-            await db.stock.update_one(
-                {"_id": doc["_id"], "state": DeviceState.SHIPPED.value},
+            await update_if(
+                db.stock,
+                doc["_id"],
+                {"state": DeviceState.SHIPPED.value},
                 {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
             )
 
@@ -66,8 +70,10 @@ async def release_orphan_claims(db: Database, device_ids: list[str]) -> None:
 async def mirror_delivery(db: Database, shipment: Document) -> None:
     """A delivered shipment's devices still shown shipped become delivered (idempotent)."""
     for device_id in shipment["device_ids"]:
-        await db.stock.update_one(
-            {"_id": device_id, "state": DeviceState.SHIPPED.value, "shipment_id": shipment["_id"]},
+        await update_if(
+            db.stock,
+            device_id,
+            {"state": DeviceState.SHIPPED.value, "shipment_id": shipment["_id"]},
             {
                 "$set": {
                     "state": DeviceState.DELIVERED.value,

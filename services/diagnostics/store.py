@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.diagnostics.domain import Certificate, Device, DeviceState
 from shared.events import Event
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, update_if
 from shared.outbox import outbox_set
 
 
@@ -66,11 +66,13 @@ async def insert_received(db: Database, device: Device) -> bool:
 
 async def save_device(db: Database, device: Device, version: int, events: list[Event]) -> None:
     """Store the new state and its events in one update, if nobody changed it since `version`."""
-    result = await db.devices.update_one(
-        {"_id": str(device.device_id), "version": version},
+    stored = await update_if(
+        db.devices,
+        str(device.device_id),
+        {"version": version},
         {"$set": {**_device_fields(device), "version": version + 1, **outbox_set(events)}},
     )
-    if result.matched_count == 0:
+    if not stored:
         raise ConcurrentUpdate(str(device.device_id))
 
 

@@ -20,7 +20,7 @@ from shared.events import (
     TimeWindow,
 )
 from shared.kafka import Unprocessable
-from shared.mongo import Document
+from shared.mongo import Document, update_if
 from shared.outbox import outbox_doc, outbox_set
 from shared.service import Runtime
 
@@ -89,11 +89,13 @@ async def change_pickup(
         pickup = await visible_pickup(runtime, pickup_id, visible_to)
         received = await store.count_devices(runtime.db, pickup_id)
         changed, event = decide(pickup, received)
-        result = await runtime.db.pickups.update_one(
-            {"_id": str(pickup_id), "status": pickup.status.value},
+        stored = await update_if(
+            runtime.db.pickups,
+            str(pickup_id),
+            {"status": pickup.status.value},
             {"$set": {**store.pickup_doc(changed), **outbox_set([event])}},
         )
-        if result.matched_count:
+        if stored:
             await runtime.relay.flush(runtime.db.pickups, str(pickup_id))
             return changed
     raise Contention(f"pickup {pickup_id} kept changing")
@@ -205,11 +207,13 @@ async def record_device_event(runtime: Runtime, event: Event) -> None:
             return
         custody = domain.record(store.custody_from_doc(doc), event)
         fields = store.custody_fields(custody)
-        result = await runtime.db.devices.update_one(
-            {"_id": doc["_id"], "version": doc.get("version", 0), "applied": {"$ne": event_id}},
+        stored = await update_if(
+            runtime.db.devices,
+            doc["_id"],
+            {"version": doc.get("version", 0), "applied": {"$ne": event_id}},
             {"$set": fields, "$inc": {"version": 1}, "$push": {"applied": event_id}},
         )
-        if result.matched_count:
+        if stored:
             await store.save_summary(
                 runtime.db, {**doc, **fields, "version": doc.get("version", 0) + 1}
             )

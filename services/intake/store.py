@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from services.intake.domain import (
     Custody,
@@ -20,7 +18,7 @@ from services.intake.domain import (
     ReceivedDevice,
 )
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, update_if
 
 ASSET_TAG_COUNTER = "asset_tag"
 
@@ -280,12 +278,13 @@ def _utc(moment: datetime) -> datetime:
 async def save_summary(db: Database, doc: Document) -> None:
     """Write the device's summary unless a newer version of it is already there."""
     summary = summary_of(doc)
-    with suppress(DuplicateKeyError):  # the summary holds this version or a newer one
-        await db.device_summaries.update_one(
-            {"_id": summary["_id"], "version": {"$lt": summary["version"]}},
-            {"$set": {k: v for k, v in summary.items() if k != "_id"}},
-            upsert=True,
-        )
+    await update_if(
+        db.device_summaries,
+        summary["_id"],
+        {"version": {"$lt": summary["version"]}},
+        {"$set": {k: v for k, v in summary.items() if k != "_id"}},
+        upsert=True,
+    )
 
 
 async def sync_summaries(db: Database) -> int:

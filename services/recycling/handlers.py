@@ -23,7 +23,7 @@ from shared.events import (
 )
 from shared.ids import derive_id
 from shared.kafka import Handler, Unprocessable
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, update_if
 from shared.outbox import Relay, outbox_set
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,13 @@ async def dismantle(
             at=at,
             event_id=event_id,
         )
-        stored = await db.devices.update_one(
-            {"_id": str(device_id), "state": State.AWAITING_DISMANTLING.value},
+        stored = await update_if(
+            db.devices,
+            str(device_id),
+            {"state": State.AWAITING_DISMANTLING.value},
             {"$set": store.device_doc(device) | outbox_set([event])},
         )
-        if stored.matched_count:
+        if stored:
             break
         # Dismantled concurrently: deciding again on the stored state refuses it.
     await relay.flush(db.devices, str(device_id))
@@ -154,14 +156,18 @@ async def finish_lot(db: Database, relay: Relay | None, doc: Document) -> Docume
             event_id=derive_id("recycling", lot.lot_id, "device.recycled", device_id),
             causation_id=lot_event.event_id,
         )
-        await db.devices.update_one(
-            {"_id": str(device_id), "state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
+        await update_if(
+            db.devices,
+            str(device_id),
+            {"state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
             {"$set": store.device_doc(recycled) | outbox_set([event])},
         )
         if relay is not None:
             await relay.flush(db.devices, str(device_id))
-    await db.lots.update_one(
-        {"_id": doc["_id"], "status": DISPATCHING},
+    await update_if(
+        db.lots,
+        doc["_id"],
+        {"status": DISPATCHING},
         {"$set": {"status": DISPATCHED, **outbox_set([lot_event])}},
     )
     if relay is not None:
@@ -172,11 +178,13 @@ async def finish_lot(db: Database, relay: Relay | None, doc: Document) -> Docume
 
 
 async def _claim(db: Database, lot: Lot, device_id: UUID) -> None:
-    claimed = await db.devices.update_one(
-        {"_id": str(device_id), "state": State.DISMANTLED.value, "lot_id": None},
+    claimed = await update_if(
+        db.devices,
+        str(device_id),
+        {"state": State.DISMANTLED.value, "lot_id": None},
         {"$set": {"lot_id": str(lot.lot_id)}},
     )
-    if claimed.matched_count:
+    if claimed:
         return
     current = await store.load_device(db, device_id)
     if current is not None and current.lot_id == lot.lot_id:
@@ -194,8 +202,10 @@ async def _claim(db: Database, lot: Lot, device_id: UUID) -> None:
 
 async def _abandon(db: Database, lot: Lot) -> None:
     for device_id in lot.device_ids:
-        await db.devices.update_one(
-            {"_id": str(device_id), "state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
+        await update_if(
+            db.devices,
+            str(device_id),
+            {"state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
             {"$set": {"lot_id": None}},
         )
     await db.lots.delete_one({"_id": str(lot.lot_id), "status": DISPATCHING})

@@ -61,3 +61,35 @@ async def test_a_young_entry_is_left_to_its_writer_and_swept_once_it_is_old(rela
     await collection.insert_one({"_id": "b"} | outbox_doc([_event()]))
     assert await relay.sweep(min_age_s=3600) == 0
     assert await relay.sweep(min_age_s=0) == 1
+
+
+async def test_a_failed_flush_is_retried_without_reading_the_whole_collection(
+    relay_and_collection, monkeypatch
+):
+    relay, collection = relay_and_collection
+    event = _event()
+    await collection.insert_one({"_id": "c"} | outbox_doc([event]))
+    publish = relay._bus.publish
+
+    async def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(relay._bus, "publish", broker_down)
+    with pytest.raises(ConnectionError):
+        await relay.flush(collection, "c")
+    with pytest.raises(ConnectionError):
+        await relay.retry_failed()  # still down: stays listed
+    assert (await collection.find_one({"_id": "c"}))["outbox"] != {}
+
+    monkeypatch.setattr(relay._bus, "publish", publish)
+
+    find = collection.find
+
+    def by_id_only(filter=None, *args, **kwargs):
+        assert set(filter or {}) == {"_id"}, f"reads more than one document: {filter}"
+        return find(filter, *args, **kwargs)
+
+    monkeypatch.setattr(collection, "find", by_id_only)
+    assert await relay.retry_failed() == 1
+    assert (await collection.find_one({"_id": "c"}))["outbox"] == {}
+    assert await relay.retry_failed() == 0

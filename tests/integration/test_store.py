@@ -1,10 +1,17 @@
+import asyncio
+import contextlib
+import shutil
+import sqlite3
 from uuid import uuid4
 
 import pytest
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
+from shared import mongo
+from shared.mongo import update_if
 from tests.conftest import MONGO_URL
+from tools.localinfra import LOCAL
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +53,87 @@ async def test_a_conditional_update_applies_an_event_once(collection):
         )
     doc = await collection.find_one({"_id": device_id})
     assert doc["applied"] == [event_id]
+
+
+@pytest.fixture(params=["store's own filter", "by _id, condition tested here"])
+def lookup_mode(request, monkeypatch, collection):
+    """update_if either sends the condition to the store, or (as on FerretDB) reads by `_id`,
+    tests the condition itself and writes by `_id`: both must decide alike."""
+    by_id_only = request.param != "store's own filter"
+    monkeypatch.setitem(mongo._ID_ONLY_LOOKUPS, id(collection.database.client), by_id_only)
+    return by_id_only
+
+
+async def test_update_if_applies_only_when_the_condition_holds(collection, lookup_mode):
+    device_id, event_id = str(uuid4()), str(uuid4())
+    await collection.insert_one({"_id": device_id, "version": 3, "applied": [], "lot_id": None})
+    update = {"$set": {"stage": "wiped"}, "$inc": {"version": 1}, "$push": {"applied": event_id}}
+    guard = {"version": 3, "applied": {"$ne": event_id}, "lot_id": None}
+
+    assert await update_if(collection, device_id, guard, update) is True
+    assert await update_if(collection, device_id, guard, update) is False  # version moved on
+    assert (
+        await update_if(collection, device_id, {"version": 4, "applied": {"$ne": event_id}}, update)
+        is False
+    )  # already applied
+    assert await update_if(collection, str(uuid4()), {"version": 0}, update) is False
+    doc = await collection.find_one({"_id": device_id})
+    assert doc == {
+        "_id": device_id,
+        "version": 4,
+        "applied": [event_id],
+        "lot_id": None,
+        "stage": "wiped",
+    }
+
+
+async def test_update_if_upserts_a_missing_document_and_never_moves_one_back(
+    collection, lookup_mode
+):
+    summary_id = str(uuid4())
+    newer = {"$set": {"version": 5, "stage": "ready"}}
+    older = {"$set": {"version": 4, "stage": "wiped"}}
+    assert await update_if(collection, summary_id, {"version": {"$lt": 5}}, newer, upsert=True)
+    assert not await update_if(collection, summary_id, {"version": {"$lt": 4}}, older, upsert=True)
+    assert await collection.find_one({"_id": summary_id}) == {
+        "_id": summary_id,
+        "version": 5,
+        "stage": "ready",
+    }
+
+
+async def test_the_store_is_asked_which_filters_it_looks_up_by_index(collection):
+    client = collection.database.client
+    mongo._ID_ONLY_LOOKUPS.pop(id(client), None)
+    info = await client.admin.command("buildInfo")
+    assert await mongo.looks_up_by_id_only(client) is ("ferretdbVersion" in info)
+
+
+@pytest.mark.skipif(shutil.which("mongod") is not None, reason="FerretDB's SQLite files only")
+async def test_the_ferretdb_launcher_indexes_the_id_lookups_of_every_new_collection(collection):
+    """FerretDB v1 indexes `_id` under an expression its own queries never use; our launcher
+    (infra/ferretdb/idindex.go) adds the one they use, within a moment of the table appearing."""
+    await collection.insert_one({"_id": "probe"})
+    sqlite_file = LOCAL / "data" / "ferretdb" / f"{collection.database.name}.sqlite"
+    if not sqlite_file.exists():
+        pytest.skip(f"not the store ./dev started ({sqlite_file} absent)")
+    table = _sqlite(
+        sqlite_file,
+        f"SELECT table_name FROM _ferretdb_collections WHERE name = '{collection.name}'",
+    )
+    plan = ""
+    for _ in range(50):
+        plan = _sqlite(
+            sqlite_file,
+            "EXPLAIN QUERY PLAN SELECT _ferretdb_sjson FROM "
+            f"\"{table}\" WHERE _ferretdb_sjson->'$._id' = '\"probe\"'",
+        )
+        if "USING INDEX" in plan:
+            break
+        await asyncio.sleep(0.1)
+    assert f"USING INDEX {table}__id_path" in plan
+
+
+def _sqlite(path, query: str) -> str:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return "\n".join(" ".join(str(c) for c in row) for row in db.execute(query))
