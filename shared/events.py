@@ -116,10 +116,12 @@ class HardwareSpecs(Contract):
 
 
 class MinSpecs(Contract):
-    cpu_cores: Annotated[int, Field(ge=1, le=512)] | None = None
-    ram_gb: Annotated[float, Field(gt=0, le=4096)] | None = None
-    storage_gb: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
-    battery_health_pct: Annotated[int, Field(ge=0, le=100)] | None = None
+    """What a recipient needs at least. Strict numbers: `true` is not 1, "4" is not 4."""
+
+    cpu_cores: Annotated[int, Field(strict=True, ge=1, le=512)] | None = None
+    ram_gb: Annotated[float, Field(strict=True, gt=0, le=4096)] | None = None
+    storage_gb: Annotated[int, Field(strict=True, gt=0, le=1_000_000)] | None = None
+    battery_health_pct: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
 
 
 class ErasureRecord(Contract):

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"log"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // profiles on --pprof-addr only
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,6 +23,7 @@ func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	dir := flag.String("sqlite-dir", "data", "directory holding the SQLite databases")
 	level := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	pprofAddr := flag.String("pprof-addr", "", "serve Go's pprof profiles on this loopback address (empty: off)")
 	idIndex := flag.Duration("id-index-every", 200*time.Millisecond,
 		"how often to look for collections lacking the `_id` path index (0: never; see idindex.go)")
 	flag.Parse()
@@ -47,6 +50,10 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	if *pprofAddr != "" {
+		go func() { logger.Warn("pprof", "error", http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 
 	if *idIndex > 0 {
 		go indexIDs(ctx, *dir, *idIndex, logger)

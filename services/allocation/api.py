@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.allocation import handlers, store
 from services.allocation.domain import (
@@ -37,16 +37,6 @@ class NewRequest(Body):
     purpose: Text
     priority: Annotated[int, Field(ge=1, le=5, description="1 = most urgent")] = 3
     deadline: date | None = None
-
-    @field_validator("min_specs", mode="before")
-    @classmethod
-    def _numbers_not_booleans(cls, value: object) -> object:
-        """MinSpecs (a shared contract) would read `true` as 1: a wrong JSON type is a 422."""
-        if isinstance(value, dict):
-            wrong = sorted(k for k, v in value.items() if isinstance(v, bool))
-            if wrong:
-                raise ValueError(f"{', '.join(map(str, wrong))}: a number, not true or false")
-        return value
 
 
 class RequestView(BaseModel):

@@ -177,10 +177,15 @@ async def scan_device(
             now=now(),
             event_id=uuid4(),
         )
+        doc = store.device_doc(device)
         try:
-            await db.devices.insert_one({**store.device_doc(device), **outbox_doc([event])})
+            await db.devices.insert_one({**doc, **outbox_doc([event])})
         except DuplicateKeyError:
+            # Scanned meanwhile, or a device whose keys a crash never wrote: find it the slow
+            # way (which writes its keys) and decide again.
+            await store.find_conflicting(db, doc["asset_tag"], doc.get("serial_key"))
             continue
+        await store.save_keys(db, doc)
         await runtime.relay.flush(db.devices, str(device.device_id))
         doc = await store.load_device(db, device.device_id)
         assert doc is not None

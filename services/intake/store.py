@@ -32,6 +32,8 @@ async def setup(db: Database) -> None:
     await db.device_summaries.create_index([("partner_id", ASCENDING)])
     if await db.device_summaries.find_one({}, {"_id": 1}) is None:
         await sync_summaries(db)  # first start with summaries: copy the existing devices
+    if await db.device_keys.find_one({}, {"_id": 1}) is None:
+        await sync_keys(db)  # first start with keys: index the existing devices
     await db.manifest.create_index([("pickup_id", ASCENDING), ("serial_fold", ASCENDING)])
 
 
@@ -171,14 +173,67 @@ def known_device(doc: Document) -> KnownDevice:
     )
 
 
+# A scan looks the device up by asset tag and by serial. `device_keys` answers both by `_id`
+# ("tag:<asset tag>", "serial:<serial key>" -> device id), which every store looks up by index
+# (FerretDB v1 uses no other index: a query on `asset_tag` read every device). The unique
+# indexes on `devices` stay the arbiter of duplicates; keys are written after the device, so a
+# crash in between leaves a device without keys: the scan that then collides with it finds it
+# the slow way (`find_conflicting`) and writes its keys.
+
+
+def _keys_of(doc: Document) -> list[str]:
+    keys = [f"tag:{doc['asset_tag']}"]
+    if doc.get("serial_key"):
+        keys.append(f"serial:{doc['serial_key']}")
+    return keys
+
+
+async def save_keys(db: Database, doc: Document) -> None:
+    """Let the device's asset tag and serial find it (idempotent)."""
+    for key in _keys_of(doc):
+        await db.device_keys.update_one(
+            {"_id": key}, {"$set": {"device_id": doc["_id"]}}, upsert=True
+        )
+
+
+async def _find_by_key(db: Database, key: str, field: str, value: str) -> KnownDevice | None:
+    entry = await db.device_keys.find_one({"_id": key})
+    if entry is None:
+        return None
+    doc = await db.devices.find_one({"_id": entry["device_id"]}, _IDENTITY | {field: 1})
+    return known_device(doc) if doc and doc.get(field) == value else None
+
+
 async def find_by_asset_tag(db: Database, asset_tag: str) -> KnownDevice | None:
-    doc = await db.devices.find_one({"asset_tag": asset_tag}, _IDENTITY)
-    return known_device(doc) if doc else None
+    return await _find_by_key(db, f"tag:{asset_tag}", "asset_tag", asset_tag)
 
 
 async def find_by_serial_key(db: Database, key: str) -> KnownDevice | None:
-    doc = await db.devices.find_one({"serial_key": key}, _IDENTITY)
-    return known_device(doc) if doc else None
+    return await _find_by_key(db, f"serial:{key}", "serial_key", key)
+
+
+async def find_conflicting(
+    db: Database, asset_tag: str | None, serial_key: str | None
+) -> list[Document]:
+    """The devices holding this tag or serial, read the slow way, and their keys written."""
+    found = []
+    for field, value in (("asset_tag", asset_tag), ("serial_key", serial_key)):
+        if value is not None and (doc := await db.devices.find_one({field: value}, _IDENTITY)):
+            found.append(doc)
+    for doc in found:
+        full = await db.devices.find_one({"_id": doc["_id"]}, {"asset_tag": 1, "serial_key": 1})
+        if full is not None:
+            await save_keys(db, full)
+    return found
+
+
+async def sync_keys(db: Database) -> int:
+    """Write the keys of every device (a store from before `device_keys`)."""
+    written = 0
+    async for doc in db.devices.find({}, {"asset_tag": 1, "serial_key": 1}):
+        await save_keys(db, doc)
+        written += 1
+    return written
 
 
 async def load_device(db: Database, device_id: UUID) -> Document | None:

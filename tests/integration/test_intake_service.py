@@ -7,7 +7,9 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
+from services.intake.domain import serial_key
 from shared.auth import Role
 from shared.events import (
     Decision,
@@ -18,6 +20,7 @@ from shared.events import (
     HardwareSpecs,
     SanitizationMethod,
 )
+from tests.conftest import MONGO_URL, settings_in
 from tests.helpers import TopicReader, create_key, eventually, publish
 from tools.cluster import project_root, running_cluster
 
@@ -241,6 +244,32 @@ async def test_concurrent_scans_of_one_device_register_it_once(http):
     responses = await asyncio.gather(*(http(STAFF, "POST", path, json=body) for _ in range(6)))
     assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
     assert len({r.json()["device_id"] for r in responses}) == 1
+
+
+async def test_a_device_whose_lookup_keys_a_crash_lost_is_still_found_by_a_rescan(http, namespace):
+    """Keys are written after the device: a crash in between must not let a rescan register
+    the device twice. The rescan collides on the unique index, finds it, and restores keys."""
+    pickup = await new_pickup(http)
+    path = f"/pickups/{pickup['pickup_id']}/devices"
+    body = scan_body(asset_tag=f"LOST-{uuid4().hex[:8]}", serial_number=f"SN-{uuid4().hex[:8]}")
+    first = await http(STAFF, "POST", path, json=body)
+    assert first.status_code == 201, first.text
+    client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
+    try:
+        db = client[settings_in(namespace, "intake").database]
+        serial = serial_key(body["make"], body["serial_number"])
+        keys = [f"tag:{body['asset_tag']}", f"serial:{serial}"]
+        assert await db.device_keys.count_documents({"_id": {"$in": keys}}) == 2
+        await db.device_keys.delete_many({"_id": {"$in": keys}})
+
+        again = await http(STAFF, "POST", path, json=body)
+        assert again.status_code == 200, again.text
+        assert again.json()["device_id"] == first.json()["device_id"]
+        restored = await db.device_keys.find({"_id": {"$in": keys}}).to_list()
+        assert {k["device_id"] for k in restored} == {first.json()["device_id"]}
+        assert len(restored) == 2
+    finally:
+        await client.close()
 
 
 async def test_a_partner_never_sees_another_partners_pickups_or_devices(donation, http):

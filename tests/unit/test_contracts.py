@@ -2,9 +2,10 @@ import json
 from uuid import uuid4
 
 import pytest
+from pydantic import ValidationError
 
 from shared.codec import PoisonMessage, decode, encode, headers_for
-from shared.events import ALL_EVENTS, EVENT_TYPES, DeviceReceived, Event
+from shared.events import ALL_EVENTS, EVENT_TYPES, DeviceReceived, Event, MinSpecs
 from shared.examples import EXAMPLES
 from shared.topics import ALL_TOPICS, DEAD_LETTER, EVENT_TOPICS, topic_of
 
@@ -112,3 +113,15 @@ def test_each_event_type_has_the_topic_of_the_same_name():
 def test_device_topics_have_more_partitions_than_the_rest():
     for topic in ALL_TOPICS:
         assert topic.partitions == (6 if topic.name.startswith("device.") else 3)
+
+
+@pytest.mark.parametrize(
+    "wrong", [{"cpu_cores": True}, {"ram_gb": False}, {"storage_gb": "256"}, {"cpu_cores": 2.5}]
+)
+def test_min_specs_take_numbers_only_wherever_they_are_read(wrong):
+    """Not only over HTTP: an event decoded from a topic or built in code refuses them too."""
+    with pytest.raises(ValidationError):
+        MinSpecs.model_validate(wrong)
+    with pytest.raises(ValidationError):
+        MinSpecs.model_validate_json(json.dumps(wrong))
+    assert MinSpecs.model_validate({"cpu_cores": 2, "ram_gb": 4}).ram_gb == 4.0
