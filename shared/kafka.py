@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -49,6 +50,9 @@ class Unprocessable(Exception):
 
 
 Handler = Callable[[Event], Awaitable[None]]
+BulkHandler = Callable[[Sequence[Event]], Awaitable[set[UUID]]]
+"""Applies many events of a batch at once (e.g. one bulk insert); returns the ids of those it
+applied completely, which are then not handed to the per-event handler."""
 OnRefused = Callable[[IllegalTransition, Event], Awaitable[None]]
 
 
@@ -181,6 +185,7 @@ def subscribe(
     on_refused: OnRefused | None = None,
     retry: RetryPolicy | None = None,
     description: str = "",
+    bulk: BulkHandler | None = None,
 ) -> None:
     """Consume `topics` in consumer group `group_id`, in batches of up to `dead_letters.batch`
     records, committing a batch's offsets once `handler` has applied every record of it.
@@ -190,6 +195,10 @@ def subscribe(
     one record still fails after its retries, the batch is not committed: the consumer rewinds
     each partition to the batch's first record, and records already applied are recognised as
     duplicates when they come again.
+
+    `bulk`, if given, first sees every well-formed event of the batch and may apply many at
+    once; what it reports applied skips the per-event handler (it still gets its consumer span
+    and log line). If it fails, the per-event handler applies the batch as usual.
     """
     subscriber = broker.subscriber(
         *topics,
@@ -203,35 +212,72 @@ def subscribe(
     )
     policy = retry or dead_letters.retry
 
-    async def consume_one(record: ConsumerRecord[Any, Any]) -> None:
-        try:
-            event = decode(record.value or b"")
-        except PoisonMessage as exc:
-            await dead_letters.send(record, group_id, str(exc))
+    Decoded = tuple[ConsumerRecord[Any, Any], Event | PoisonMessage]
+
+    async def consume_one(
+        record: ConsumerRecord[Any, Any], event: Event | PoisonMessage, applied: set[UUID]
+    ) -> None:
+        if isinstance(event, PoisonMessage):
+            await dead_letters.send(record, group_id, str(event))
             return
         with observability.consuming(event, record, group_id):
+            if event.event_id in applied:
+                log.info("applied %s %s (in bulk)", event.event_type, event.event_id)
+                return
             await _handle_with_retries(
                 event, record, handler, dead_letters, group_id, policy, on_refused
             )
 
-    async def consume_in_order(records: list[ConsumerRecord[Any, Any]]) -> None:
-        for record in records:
-            await consume_one(record)
+    async def consume_in_order(records: list[Decoded], applied: set[UUID]) -> None:
+        for record, event in records:
+            await consume_one(record, event, applied)
 
     async def consume(message: KafkaMessage) -> None:
         raw = message.raw_message
         records: tuple[ConsumerRecord[Any, Any], ...] = raw if isinstance(raw, tuple) else (raw,)
-        by_subject: dict[Any, list[ConsumerRecord[Any, Any]]] = {}
-        for record in records:
-            by_subject.setdefault(record.key, []).append(record)
+        decoded = [(record, _decode(record)) for record in records]
+        applied: set[UUID] = set()
+        if bulk is not None:
+            events = [e for _, e in decoded if isinstance(e, Event)]
+            applied = await _bulk_with_retries(bulk, events, policy)
+        by_subject: dict[Any, list[Decoded]] = {}
+        for record, event in decoded:
+            by_subject.setdefault(record.key, []).append((record, event))
         outcomes = await asyncio.gather(
-            *(consume_in_order(group) for group in by_subject.values()), return_exceptions=True
+            *(consume_in_order(group, applied) for group in by_subject.values()),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
 
     subscriber(consume)
+
+
+def _decode(record: ConsumerRecord[Any, Any]) -> Event | PoisonMessage:
+    try:
+        return decode(record.value or b"")
+    except PoisonMessage as exc:
+        return exc
+
+
+async def _bulk_with_retries(
+    bulk: BulkHandler, events: Sequence[Event], retry: RetryPolicy
+) -> set[UUID]:
+    """What `bulk` applied; nothing if it kept failing (the per-event path takes over)."""
+    if not events:
+        return set()
+    for attempt in range(retry.attempts):
+        try:
+            return await bulk(events)
+        except Exception as exc:
+            if not is_transient(exc) or attempt + 1 == retry.attempts:
+                log.warning(
+                    "bulk apply of %d events failed, one by one instead: %r", len(events), exc
+                )
+                return set()
+            await asyncio.sleep(retry.delay(attempt))
+    return set()
 
 
 async def _handle_with_retries(

@@ -15,6 +15,8 @@ from pymongo.errors import DuplicateKeyError
 from shared.settings import ServiceSettings
 
 Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+"""The server's error code for a write refused by a unique index."""
 Database = AsyncDatabase[Document]
 
 

@@ -1,3 +1,6 @@
+from collections.abc import Sequence
+from uuid import UUID
+
 from faststream.specification import AsyncAPI
 
 from services.diagnostics import api, handlers
@@ -29,11 +32,16 @@ async def on_device_received(event: Event) -> None:
     await handlers.on_device_received(runtime, event)
 
 
+async def on_devices_received(events: Sequence[Event]) -> set[UUID]:
+    return await handlers.on_devices_received(runtime, events)
+
+
 subscribe(
     broker,
     group_id=settings.group_id,
     topics=[settings.topic(event_type_of(DeviceReceived))],
     handler=on_device_received,
+    bulk=on_devices_received,
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,
     description="Every received device waits for its test report.",

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.diagnostics.domain import Certificate, Device, DeviceState
 from shared.events import Event
-from shared.mongo import Database, Document, update_if
+from shared.mongo import DUPLICATE_KEY, Database, Document, update_if
 from shared.outbox import outbox_set
 
 
@@ -54,14 +55,32 @@ async def load_device(db: Database, device_id: UUID) -> tuple[Device, int] | Non
     return device_from(doc), int(doc.get("version", 0))
 
 
+def _received_doc(device: Device) -> Document:
+    return {"_id": str(device.device_id), "version": 0, **_device_fields(device)}
+
+
 async def insert_received(db: Database, device: Device) -> bool:
     """Insert a newly received device; False if it was already there (a redelivery)."""
-    doc = {"_id": str(device.device_id), "version": 0, **_device_fields(device)}
     try:
-        await db.devices.insert_one(doc)
+        await db.devices.insert_one(_received_doc(device))
     except DuplicateKeyError:
         return False
     return True
+
+
+async def insert_all_received(db: Database, devices: Sequence[Device]) -> int:
+    """Insert newly received devices in one round trip; those already there (redeliveries) are
+    left as they are. Returns how many were new."""
+    if not devices:
+        return 0
+    try:
+        result = await db.devices.insert_many([_received_doc(d) for d in devices], ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(exc.details.get("nInserted", 0))
+    return len(result.inserted_ids)
 
 
 async def save_device(db: Database, device: Device, version: int, events: list[Event]) -> None:

@@ -279,6 +279,28 @@ async def test_a_redelivered_device_received_changes_nothing(client, namespace):
     assert [d["device_id"] for d in all_devices].count(str(event.device_id)) == 1
 
 
+async def test_a_burst_of_new_and_redelivered_devices_is_applied_once_each(client, namespace):
+    """One burst: the consumer takes it in batches, inserts the new devices in bulk and leaves
+    the ones it already holds (further along) untouched."""
+    known = [received() for _ in range(5)]
+    await receive(client, namespace, *known)
+    for event in known:
+        r = await client.post(f"/devices/{event.device_id}/reports", json=report(specs("K-1")))
+        assert r.status_code == 201, r.text
+    new = [received() for _ in range(60)]
+
+    await publish(namespace, *new[:30], *known, *new[30:], *new[:10])
+    await consumer_caught_up(namespace)
+
+    listed = [d["device_id"] for d in (await client.get("/devices?limit=1000")).json()]
+    for event in new:
+        assert listed.count(str(event.device_id)) == 1
+        device = (await client.get(f"/devices/{event.device_id}")).json()
+        assert device["state"] == "received"
+    for event in known:
+        assert (await client.get(f"/devices/{event.device_id}")).json()["state"] == "diagnosed"
+
+
 async def test_illegal_transitions_are_refused_recorded_and_published(client, namespace):
     event = received()
     await receive(client, namespace, event)

@@ -16,7 +16,13 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure
 from shared.domain import IllegalTransition
 from shared.events import DeviceReady, Event
 from shared.examples import EXAMPLES
-from shared.kafka import RetryPolicy, Unprocessable, _handle_with_retries, is_transient
+from shared.kafka import (
+    RetryPolicy,
+    Unprocessable,
+    _bulk_with_retries,
+    _handle_with_retries,
+    is_transient,
+)
 from shared.service import store_error_response
 from tools.localinfra import _cluster_id
 
@@ -243,3 +249,30 @@ def test_a_generated_kafka_cluster_id_never_looks_like_an_option():
     ids = [_cluster_id() for _ in range(2000)]  # about 1 in 64 base64 ids start with "-"
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == len(ids)
+
+
+async def test_a_bulk_apply_is_retried_on_transient_errors_and_reports_what_it_applied(delays):
+    calls: list[int] = []
+
+    async def bulk(events: Any) -> set[Any]:
+        calls.append(len(events))
+        if len(calls) < 3:
+            raise AutoReconnect("primary gone")
+        return {e.event_id for e in events}
+
+    assert await _bulk_with_retries(bulk, [EVENT], DEFAULT_RETRY) == {EVENT.event_id}
+    assert calls == [1, 1, 1]
+    assert delays == [0.2, 0.4]
+
+
+async def test_a_failing_bulk_apply_leaves_the_whole_batch_to_the_per_event_handler(delays):
+    async def broken(events: Any) -> set[Any]:
+        raise ValueError("a bug in the bulk path")
+
+    async def down(events: Any) -> set[Any]:
+        raise ConnectionFailure("still down")
+
+    assert await _bulk_with_retries(broken, [EVENT], DEFAULT_RETRY) == set()
+    assert delays == []  # a bug is not retried
+    assert await _bulk_with_retries(down, [EVENT], DEFAULT_RETRY) == set()
+    assert len(delays) == DEFAULT_RETRY.attempts - 1
