@@ -10,6 +10,8 @@ exponential backoff, then the record is redelivered, never in a tight loop.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -141,6 +143,18 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+ORIGINAL_HEADERS = "dlq_original_headers"
+"""The dead-lettered record's headers, exactly: JSON [[name, base64 value], ...] in order."""
+
+
+def pack_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+    return json.dumps([[name, base64.b64encode(value).decode()] for name, value in headers])
+
+
+def unpack_headers(packed: str) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in json.loads(packed)]
+
+
 class DeadLetters:
     """Sends a record no consumer can process to the dead-letter topic, untouched, with why."""
 
@@ -157,9 +171,13 @@ class DeadLetters:
         )
 
     async def send(self, record: ConsumerRecord[Any, Any], group_id: str, reason: str) -> None:
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        original = list(record.headers or ())
+        headers = {k: v.decode(errors="replace") for k, v in original}
         headers.update(
             {
+                # the headers above are readable, but a name given twice shows once and bytes
+                # that are not UTF-8 are replaced: this one keeps them exactly, for a redrive
+                ORIGINAL_HEADERS: pack_headers(original),
                 "dlq_reason": reason[:4000],
                 "dlq_source_topic": record.topic,
                 "dlq_source_partition": str(record.partition),

@@ -27,6 +27,7 @@ from shared.auth import Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
 from shared.kafka import EventBus, is_transient
+from shared.openapi import declare_error_answers
 from shared.outbox import Relay
 from shared.outbox import running as outbox_running
 from shared.refusals import record_refusal, refusal_view
@@ -124,6 +125,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    declare_error_answers(app)
 
     @app.exception_handler(PyMongoError)
     async def store_failed(_: Request, exc: PyMongoError) -> JSONResponse:

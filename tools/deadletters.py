@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.kafka import ORIGINAL_HEADERS, unpack_headers
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER
 
@@ -71,7 +72,11 @@ class DeadLetter:
         return self.header("dlq_failed_at")
 
     def redriven_headers(self) -> list[tuple[str, bytes]]:
-        kept = [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
+        """The original record's headers (exactly, when the dead letter kept them packed),
+        without the markers of an earlier dead-lettering, plus where this one was."""
+        packed = self.header(ORIGINAL_HEADERS)
+        original = unpack_headers(packed) if packed else self.headers
+        kept = [(k, v) for k, v in original if not k.startswith("dlq_")]
         return [*kept, (REDRIVEN_FROM, self.address.encode())]
 
     def line(self) -> str:

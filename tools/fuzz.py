@@ -335,6 +335,7 @@ def _checks() -> list[Any]:
 
     return [
         checks.not_a_server_error,
+        checks.status_code_conformance,
         checks.response_schema_conformance,
         checks.content_type_conformance,
         checks.negative_data_rejection,

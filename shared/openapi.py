@@ -1,0 +1,79 @@
+"""The error answers every service gives, declared in its OpenAPI document.
+
+FastAPI declares what a route returns and 422; the errors raised by dependencies and exception
+handlers (no key, wrong role, unknown id, refused transition, busy store) it cannot see. They
+follow from the route's shape, so they are added to the generated document by rule:
+
+- a route that needs an API key (it has a security requirement): 401 and 403;
+- a route about one resource (a path parameter): 404;
+- a route changing one resource (POST/PUT/PATCH/DELETE with a path parameter): 409;
+- every route reads the store: 503 when it is busy or unreachable (with Retry-After).
+
+Declared answers are what clients and fuzzers (schemathesis) check responses against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+PROBLEM = "Problem"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": PROBLEM,
+    "type": "object",
+    "description": "Why the request was not done.",
+    "properties": {
+        "detail": {"type": "string", "description": "The reason, for a person to read"},
+        "action": {"type": "string", "description": "409: the refused action"},
+        "state": {"type": "string", "description": "409: the state that refused it"},
+        "refusal_id": {"type": "string", "description": "409: the recorded refusal's id"},
+    },
+    "required": ["detail"],
+}
+
+ANSWERS: dict[int, str] = {
+    401: "No API key, or an unknown or revoked one (X-API-Key)",
+    403: "The key's role may not do this",
+    404: "No such resource, or one this partner may not see",
+    409: "Refused in the resource's current state (the refusal is recorded and published)",
+    503: "The store is busy or unreachable: try again after Retry-After seconds",
+}
+
+CHANGES = {"post", "put", "patch", "delete"}
+
+
+def error_answers(path: str, method: str, operation: dict[str, Any]) -> list[int]:
+    """Which of ANSWERS this operation may give."""
+    about_one = "{" in path
+    codes = [401, 403] if operation.get("security") else []
+    if about_one:
+        codes.append(404)
+        if method in CHANGES:
+            codes.append(409)
+    codes.append(503)
+    return codes
+
+
+def declare_error_answers(app: FastAPI) -> None:
+    """Make `app.openapi()` declare the error answers of every operation."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {})[PROBLEM] = PROBLEM_SCHEMA
+        problem = {"application/json": {"schema": {"$ref": f"#/components/schemas/{PROBLEM}"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for code in error_answers(path, method, operation):
+                    responses.setdefault(
+                        str(code), {"description": ANSWERS[code], "content": problem}
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
