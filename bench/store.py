@@ -5,7 +5,9 @@ Starts two stores of its own side by side (fresh data directories, ports 27031 a
 baseline is FerretDB as released (`--id-index-every 0`), the other runs with the index. Each
 gets the same documents (device-sized: a short history) and the same operations, in turns of
 one operation kind, so the machine's noise falls on both alike. With `mongod` on PATH there is
-no FerretDB to compare: it measures mongod alone.
+no FerretDB to compare: it measures mongod alone. "As update_if writes it" is how the services
+write conditionally (shared/mongo.py): on FerretDB, read by `_id`, test the condition here,
+write by `_id`, instead of sending the condition in the filter.
 
     uv run python -m bench.store --docs 1000 10000 --ops 200
 """
@@ -26,7 +28,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.common import table
-from shared.mongo import Document
+from shared.mongo import Document, update_if
 from tools.localinfra import LocalStore
 
 Op = Callable[[AsyncCollection[Document], str, int], Awaitable[Any]]
@@ -36,6 +38,12 @@ OPERATIONS: dict[str, Op] = {
     "update by _id": lambda c, i, n: c.update_one({"_id": i}, {"$set": {"s": n}}),
     "guarded update (_id, version, applied)": lambda c, i, n: c.update_one(
         {"_id": i, "version": {"$gte": 0}, "applied": {"$ne": f"e{n}"}},
+        {"$set": {"s": n}, "$inc": {"version": 1}, "$push": {"applied": f"e{n}"}},
+    ),
+    "the same, as update_if writes it": lambda c, i, n: update_if(
+        c,
+        i,
+        {"version": {"$gte": 0}, "applied": {"$ne": f"e{n}"}},
         {"$set": {"s": n}, "$inc": {"version": 1}, "$push": {"applied": f"e{n}"}},
     ),
     "replace by _id (upsert)": lambda c, i, n: c.replace_one({"_id": i}, _doc(i, n), upsert=True),

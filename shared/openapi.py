@@ -4,10 +4,13 @@ FastAPI declares what a route returns and 422; the errors raised by dependencies
 handlers (no key, wrong role, unknown id, refused transition, busy store) it cannot see. They
 follow from the route's shape, so they are added to the generated document by rule:
 
+- a route that takes a body: 400 when the body cannot be parsed at all (FastAPI's own answer);
 - a route that needs an API key (it has a security requirement): 401 and 403;
-- a route about one resource (a path parameter): 404;
-- a route changing one resource (POST/PUT/PATCH/DELETE with a path parameter): 409;
+- a route about one resource (a path parameter), or changing state with ids in its body: 404;
+- a route changing state (POST/PUT/PATCH/DELETE): 409;
 - every route reads the store: 503 when it is busy or unreachable (with Retry-After).
+
+A route answering another error for its own reasons declares it itself (`responses=`).
 
 Declared answers are what clients and fuzzers (schemathesis) check responses against.
 """
@@ -34,6 +37,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 ANSWERS: dict[int, str] = {
+    400: "The body could not be parsed (not JSON, or not in the declared encoding)",
     401: "No API key, or an unknown or revoked one (X-API-Key)",
     403: "The key's role may not do this",
     404: "No such resource, or one this partner may not see",
@@ -46,12 +50,15 @@ CHANGES = {"post", "put", "patch", "delete"}
 
 def error_answers(path: str, method: str, operation: dict[str, Any]) -> list[int]:
     """Which of ANSWERS this operation may give."""
-    about_one = "{" in path
-    codes = [401, 403] if operation.get("security") else []
-    if about_one:
+    has_body = "requestBody" in operation
+    changes = method in CHANGES
+    codes = [400] if has_body else []
+    if operation.get("security"):
+        codes += [401, 403]
+    if "{" in path or (changes and has_body):
         codes.append(404)
-        if method in CHANGES:
-            codes.append(409)
+    if changes:
+        codes.append(409)
     codes.append(503)
     return codes
 

@@ -247,6 +247,7 @@ def router(runtime: Runtime) -> APIRouter:
         "/ops/devices",
         tags=["operations"],
         summary="Find a device by asset tag or serial number: its identity and timeline",
+        responses={404: {"description": "No device has that asset tag or serial number"}},
     )
     async def search(
         principal: Annotated[Principal, operations],
