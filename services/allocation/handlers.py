@@ -184,6 +184,7 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
     async with _claims:
         requests = await store.find_requests(db, {"status": RequestStatus.OPEN.value})
         by_id = {r.request_id: r for r in requests}
+        allocated = await store.count_allocated_many(db, list(by_id))
         open_requests = [
             policy.OpenRequest(
                 request_id=r.request_id,
@@ -193,7 +194,7 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
                 priority=r.priority,
                 deadline=r.deadline,
                 opened_at=r.opened_at,
-                missing=r.quantity - await store.count_allocated(db, r.request_id),
+                missing=r.quantity - allocated[r.request_id],
             )
             for r in requests
         ]
@@ -209,8 +210,10 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
             claimed = await _claim(db, relay, stock[m.device_id], m.device_id, by_id[m.request_id])
             if claimed:
                 allocations.append(claimed)
-        for request_id in {a.request_id for a in allocations} | set(by_id):
-            await close_if_fulfilled(db, relay, request_id)
+        allocated.update(a.request_id for a in allocations)
+        for request_id, request in by_id.items():
+            if allocated[request_id] >= request.quantity:  # counted again before closing
+                await close_if_fulfilled(db, relay, request_id)
         still_open = await db.requests.count_documents({"status": RequestStatus.OPEN.value})
     return allocations, still_open
 
