@@ -168,8 +168,17 @@ async def count_allocated_many(db: Database, request_ids: list[UUID]) -> Counter
 
 
 async def allocated_ids(db: Database, request_id: UUID) -> list[UUID]:
-    cursor = db.stock.find({"request_id": str(request_id)}, {"_id": 1}).sort("allocated_at", 1)
-    return [UUID(doc["_id"]) async for doc in cursor]
+    return (await allocated_ids_many(db, [request_id]))[request_id]
+
+
+async def allocated_ids_many(db: Database, request_ids: list[UUID]) -> dict[UUID, list[UUID]]:
+    """The devices allocated to each request, in allocation order, in one read of the stock."""
+    found: dict[UUID, list[UUID]] = {r: [] for r in request_ids}
+    query = {"request_id": {"$in": [str(r) for r in request_ids]}}
+    cursor = db.stock.find(query, {"request_id": 1}).sort([("allocated_at", 1), ("_id", 1)])
+    async for doc in cursor:
+        found[UUID(doc["request_id"])].append(UUID(doc["_id"]))
+    return found
 
 
 # ---- requests ---------------------------------------------------------------------------------
