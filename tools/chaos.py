@@ -24,6 +24,7 @@ import itertools
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -1194,9 +1195,16 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
         keep_data=args.keep_data,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped from outside: clean up as on Ctrl-C
     report = asyncio.run(run(config))
     print(report.table())
     return 1 if report.failures else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as KeyboardInterrupt: asyncio cancels the run, whose `finally` blocks stop the
+    services, the broker and the store it started (a plain SIGTERM left them running)."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
