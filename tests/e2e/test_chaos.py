@@ -2,8 +2,8 @@
 
 The same code as `python -m tools.chaos`, on a Kafka broker and a document store of its own
 (free ports, data under .local/chaos/). Restarting Kafka (about 40 s here) and the store are left
-to the standalone run: after a store restart under load one service was once seen hanging (see
-the README), which must not make the suite flaky until it is understood.
+to the standalone run: on FerretDB, allocation's reads by state scan its stock, and a run that
+grows large enough times its calls out (see the README), which must not make the suite flaky.
 """
 
 from __future__ import annotations
