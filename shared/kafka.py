@@ -216,7 +216,9 @@ def subscribe(
 
     `bulk`, if given, first sees every well-formed event of the batch and may apply many at
     once; what it reports applied skips the per-event handler (it still gets its consumer span
-    and log line). If it fails, the per-event handler applies the batch as usual.
+    and log line). If it fails, the per-event handler applies the batch as usual. It runs before
+    the per-event handler sees any record of the batch, so it may only apply events whose effect
+    does not depend on other events of their subject in the batch (diagnostics: creations).
     """
     subscriber = broker.subscriber(
         *topics,
