@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from services.intake.domain import (
     Custody,
@@ -191,9 +192,11 @@ def _keys_of(doc: Document) -> list[str]:
 async def save_keys(db: Database, doc: Document) -> None:
     """Let the device's asset tag and serial find it (idempotent)."""
     for key in _keys_of(doc):
-        await db.device_keys.update_one(
-            {"_id": key}, {"$set": {"device_id": doc["_id"]}}, upsert=True
-        )
+        point = {"$set": {"device_id": doc["_id"]}}
+        try:
+            await db.device_keys.update_one({"_id": key}, point, upsert=True)
+        except DuplicateKeyError:  # two scans of one device upserted at once: it exists now
+            await db.device_keys.update_one({"_id": key}, point)
 
 
 async def _find_by_key(db: Database, key: str, field: str, value: str) -> KnownDevice | None:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.intake import store as intake_store
 from services.intake.domain import serial_key
 from shared.auth import Role
 from shared.events import (
@@ -268,6 +269,20 @@ async def test_a_device_whose_lookup_keys_a_crash_lost_is_still_found_by_a_resca
         restored = await db.device_keys.find({"_id": {"$in": keys}}).to_list()
         assert {k["device_id"] for k in restored} == {first.json()["device_id"]}
         assert len(restored) == 2
+    finally:
+        await client.close()
+
+
+async def test_keys_written_by_many_scans_at_once_never_fail(namespace):
+    """Scans of one device that lost the race all write the winner's keys: concurrent upserts
+    of one key may collide on its `_id` (FerretDB: query, then insert), which is no error."""
+    client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
+    try:
+        db = client[settings_in(namespace, "intake").database]
+        doc = {"_id": str(uuid4()), "asset_tag": f"MANY-{uuid4().hex[:8]}", "serial_key": "x"}
+        for _ in range(5):
+            await asyncio.gather(*(intake_store.save_keys(db, doc) for _ in range(8)))
+            await db.device_keys.delete_many({"device_id": doc["_id"]})
     finally:
         await client.close()
 
