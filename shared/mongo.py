@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mongomock.filtering import filter_applies
@@ -68,6 +68,35 @@ async def looks_up_by_id_only(client: AsyncMongoClient[Document]) -> bool:
         info = await client.admin.command("buildInfo")
         _ID_ONLY_LOOKUPS[key] = "ferretdbVersion" in info
     return _ID_ONLY_LOOKUPS[key]
+
+
+async def find_by_ids(
+    collection: AsyncCollection[Document],
+    ids: Sequence[Any],
+    projection: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 16,
+) -> dict[Any, Document]:
+    """The documents with these `_id`s (missing ones absent), keyed by `_id`.
+
+    One `$in` query where the store uses an index for it; on FerretDB v1, where only a filter on
+    `_id` alone is looked up by index (an `$in` reads the whole collection), one lookup per id,
+    `concurrency` at a time.
+    """
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    if not await looks_up_by_id_only(collection.database.client):
+        cursor = collection.find({"_id": {"$in": wanted}}, projection)
+        return {doc["_id"]: doc async for doc in cursor}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(doc_id: Any) -> Document | None:
+        async with gate:
+            return await collection.find_one({"_id": doc_id}, projection)
+
+    found = await asyncio.gather(*(one(doc_id) for doc_id in wanted))
+    return {doc["_id"]: doc for doc in found if doc is not None}
 
 
 async def update_if(

@@ -5,14 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from shared.auth import Role, new_key, store_key
 from shared.codec import decode, encode, headers_for
-from shared.events import Event
+from shared.events import (
+    DeviceCategory,
+    DeviceReady,
+    Drive,
+    DriveKind,
+    Event,
+    Grade,
+    HardwareSpecs,
+)
 from shared.topics import topic_of
 from tests.conftest import BOOTSTRAP, MONGO_URL, settings_in
 
@@ -118,3 +128,24 @@ async def eventually(check: Callable[[], Awaitable[T]], within_s: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s (last: {result!r})")
         await asyncio.sleep(0.3)
+
+
+def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
+    """A wiped, certified laptop with this much RAM, as diagnostics announces it."""
+    return DeviceReady(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        correlation_id=pickup_id or uuid4(),
+        producer="diagnostics",
+        device_id=uuid4(),
+        category=DeviceCategory.LAPTOP,
+        specs=HardwareSpecs(
+            cpu_cores=4,
+            ram_gb=ram,
+            drives=[Drive(serial=f"S-{uuid4().hex[:8]}", kind=DriveKind.SSD, capacity_gb=256)],
+            battery_health_pct=80,
+        ),
+        cosmetic_grade=Grade.A,
+        functional_grade=Grade.B,
+        erasure_certificate_id=uuid4(),
+    )

@@ -183,9 +183,8 @@ def router(runtime: Runtime) -> APIRouter:
     staff_view = runtime.require(Role.STAFF, Role.OPERATIONS)
     owner_or_staff = runtime.require(Role.RECIPIENT, Role.STAFF)
 
-    async def request_view(r: Request, device_ids: list[UUID] | None = None) -> RequestView:
-        if device_ids is None:
-            device_ids = await store.allocated_ids(runtime.db, r.request_id)
+    async def request_view(r: Request) -> RequestView:
+        device_ids = await store.allocated_ids(runtime.db, r)
         return RequestView(
             request_id=r.request_id,
             recipient_id=r.recipient_id,
@@ -202,10 +201,7 @@ def router(runtime: Runtime) -> APIRouter:
         )
 
     async def shipment_view(s: Shipment) -> ShipmentView:
-        found = await store.find_devices(
-            runtime.db, {"_id": {"$in": [str(d) for d in s.device_ids]}}
-        )
-        by_id = {d.device_id: d for d in found}
+        by_id = await store.load_devices(runtime.db, s.device_ids)
         devices = [
             ShippedDevice(
                 device_id=d.device_id,
@@ -280,9 +276,7 @@ def router(runtime: Runtime) -> APIRouter:
         query: dict[str, str] = {} if principal.is_staff else {"recipient_id": principal.partner_id}
         if status_ is not None:
             query["status"] = status_.value
-        requests = await store.find_requests(runtime.db, query)
-        allocated = await store.allocated_ids_many(runtime.db, [r.request_id for r in requests])
-        return [await request_view(r, allocated[r.request_id]) for r in requests]
+        return [await request_view(r) for r in await store.find_requests(runtime.db, query)]
 
     @api.get("/requests/{request_id}", tags=["requests"], summary="One request")
     async def get_request(

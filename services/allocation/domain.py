@@ -98,6 +98,11 @@ class Request:
     deadline: date | None
     opened_at: datetime
     recipient_name: str | None = None
+    device_ids: tuple[UUID, ...] = ()
+    """The devices allocated to it, in allocation order."""
+    pending_ids: tuple[UUID, ...] = ()
+    """Claims begun and not known to have ended (a crash or a store failure mid-claim): each of
+    these devices may or may not be allocated to it; `store.settle_claims` finds out."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,17 @@
 """Load, decide, store (one atomic update per document, events in its outbox), flush.
 
-Matching, manual allocation and shipping run one at a time in this process (`_claims`): the
-service is one process, and each claim is also a conditional update, so a device claimed by
-anything else is never claimed twice.
+Matching, manual allocation, shipping and cancelling run one at a time in this process
+(`_claims`): the service is one process, and each claim is also a conditional update, so a device
+claimed by anything else is never claimed twice. Every read on these paths is by `_id` (on
+FerretDB v1 any other filter reads the whole collection): a request lists its devices, and
+`available` lists the devices matching may claim (see `store`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
@@ -50,7 +53,11 @@ async def on_device_ready(db: Database, event: Event) -> None:
     """Put a ready device in stock, once: its _id is the device id, a replay is a no-op."""
     if not isinstance(event, DeviceReady):
         raise Unprocessable(f"allocation does not consume {event.event_type}")
+    if await db.stock.find_one({"_id": str(event.device_id)}, {"_id": 1}) is not None:
+        log.info("device %s already in stock; %s ignored", event.device_id, event.event_id)
+        return
     device = domain.stock_from_ready(event)
+    await store.add_available(db, device)  # before the device: an available one always has it
     doc = {"_id": str(device.device_id), **store.device_fields(device)}
     doc["applied"] = [str(event.event_id)]
     try:
@@ -94,40 +101,48 @@ async def open_request(
 
 
 async def cancel_request(db: Database, relay: Relay, request: Request) -> Request:
-    allocated = await store.count_allocated(db, request.request_id)
-    event_id = derive_id(SERVICE, request.request_id, "request.closed")
-    cancelled, event = domain.cancel(request, allocated=allocated, event_id=event_id, now=_now())
-    stored = await update_if(
-        db.requests,
-        str(request.request_id),
-        {"status": RequestStatus.OPEN.value},
-        {
-            "$set": {
-                "status": cancelled.status.value,
-                "closed_at": event.occurred_at,
-                **outbox_set([event]),
-            }
-        },
-    )
-    if not stored:
+    """Withdraw an open request; devices already allocated to it stay allocated."""
+    async with _claims:  # no claim for it in flight: its count is final
         current = await store.load_request(db, request.request_id)
         assert current is not None
-        domain.cancel(current, allocated=allocated, event_id=event_id, now=_now())
+        current = await store.settle_claims(db, current)
+        allocated = len(current.device_ids)
+        event_id = derive_id(SERVICE, request.request_id, "request.closed")
+        cancelled, event = domain.cancel(
+            current, allocated=allocated, event_id=event_id, now=_now()
+        )
+        stored = await update_if(
+            db.requests,
+            str(request.request_id),
+            {"status": RequestStatus.OPEN.value},
+            {
+                "$set": {
+                    "status": cancelled.status.value,
+                    "closed_at": event.occurred_at,
+                    **outbox_set([event]),
+                }
+            },
+        )
+        if not stored:
+            current = await store.load_request(db, request.request_id)
+            assert current is not None
+            domain.cancel(current, allocated=allocated, event_id=event_id, now=_now())
     await relay.flush(db.requests, str(request.request_id))
     return cancelled
 
 
-async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> None:
-    """The request's count is derived from stock; when it reaches the quantity it closes."""
+async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> bool:
+    """A request closes when it has as many devices as it asked for. Only under the claims
+    lock, with its claims settled: then its list of devices is its count. True if it closed."""
     request = await store.load_request(db, request_id)
     if request is None:
-        return
-    allocated = await store.count_allocated(db, request_id)
+        return False
+    allocated = len(request.device_ids)
     event_id = derive_id(SERVICE, request_id, "request.closed")
     fulfilled, event = domain.fulfil(request, allocated=allocated, event_id=event_id, now=_now())
     if event is None:
-        return
-    await update_if(
+        return False
+    closed = await update_if(
         db.requests,
         str(request_id),
         {"status": RequestStatus.OPEN.value},
@@ -140,6 +155,7 @@ async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> No
         },
     )
     await relay.flush(db.requests, str(request_id))
+    return closed
 
 
 # ---- allocation -------------------------------------------------------------------------------
@@ -156,7 +172,8 @@ class Allocation:
 async def _claim(
     db: Database, relay: Relay, device: StockDevice | None, device_id: UUID, request: Request
 ) -> Allocation | None:
-    """Allocate one device with ONE conditional update (still available -> allocated + event)."""
+    """Allocate one device with ONE conditional update (still available -> allocated + event),
+    listed by the request first as pending (see `store.begin_claim`)."""
     allocation_id = uuid4()
     allocated, event = domain.allocate(
         device,
@@ -166,6 +183,7 @@ async def _claim(
         event_id=derive_id(SERVICE, allocation_id, "device.allocated"),
         now=_now(),
     )
+    await store.begin_claim(db, request.request_id, device_id)
     stored = await update_if(
         db.stock,
         str(device_id),
@@ -173,7 +191,13 @@ async def _claim(
         {"$set": store.device_fields(allocated) | outbox_set([event])},
     )
     if not stored:
+        await store.end_claim(db, request.request_id, device_id, made=False)
+        current = await db.stock.find_one({"_id": str(device_id)}, {"state": 1})
+        if current is not None and current["state"] != DeviceState.AVAILABLE.value:
+            await store.drop_available(db, device_id)  # stale: claimed before a crash
         return None
+    await store.drop_available(db, device_id)
+    await store.end_claim(db, request.request_id, device_id, made=True)
     await relay.flush(db.stock, str(device_id))
     return Allocation(device_id, request.request_id, request.recipient_id, allocation_id)
 
@@ -182,9 +206,12 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
     """Match open requests with available stock by the policy; returns allocations and how
     many requests are still open."""
     async with _claims:
-        requests = await store.find_requests(db, {"status": RequestStatus.OPEN.value})
+        requests = [
+            await store.settle_claims(db, r)
+            for r in await store.find_requests(db, {"status": RequestStatus.OPEN.value})
+        ]
         by_id = {r.request_id: r for r in requests}
-        allocated = await store.count_allocated_many(db, list(by_id))
+        allocated = Counter({r.request_id: len(r.device_ids) for r in requests})
         open_requests = [
             policy.OpenRequest(
                 request_id=r.request_id,
@@ -198,10 +225,7 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
             )
             for r in requests
         ]
-        stock = {
-            d.device_id: d
-            for d in await store.find_devices(db, {"state": DeviceState.AVAILABLE.value})
-        }
+        stock = {d.device_id: d for d in await store.available_devices(db)}
         candidates = [
             policy.Candidate(d.device_id, d.category, d.specs, d.ready_at) for d in stock.values()
         ]
@@ -211,18 +235,20 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
             if claimed:
                 allocations.append(claimed)
         allocated.update(a.request_id for a in allocations)
+        still_open = len(by_id)
         for request_id, request in by_id.items():
-            if allocated[request_id] >= request.quantity:  # counted again before closing
-                await close_if_fulfilled(db, relay, request_id)
-        still_open = await db.requests.count_documents({"status": RequestStatus.OPEN.value})
+            if allocated[request_id] >= request.quantity:
+                still_open -= await close_if_fulfilled(db, relay, request_id)
     return allocations, still_open
 
 
 async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Request) -> Allocation:
     """Staff allocate one device by hand; the same rules as matching apply."""
     async with _claims:
-        allocated = await store.count_allocated(db, request.request_id)
-        if request.status is RequestStatus.OPEN and allocated >= request.quantity:
+        current = await store.load_request(db, request.request_id)
+        assert current is not None
+        request = await store.settle_claims(db, current)
+        if request.status is RequestStatus.OPEN and len(request.device_ids) >= request.quantity:
             raise IllegalTransition(
                 subject_kind="request",
                 subject_id=request.request_id,
@@ -233,9 +259,14 @@ async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Req
         device = await store.load_device(db, device_id)
         claimed = await _claim(db, relay, device, device_id, request)
         if claimed is None:
-            current = await store.load_device(db, device_id)
+            current_device = await store.load_device(db, device_id)
             domain.allocate(
-                current, device_id, request, allocation_id=uuid4(), event_id=uuid4(), now=_now()
+                current_device,
+                device_id,
+                request,
+                allocation_id=uuid4(),
+                event_id=uuid4(),
+                now=_now(),
             )
             raise RuntimeError(f"device {device_id} changed while being allocated")
         await close_if_fulfilled(db, relay, request.request_id)
@@ -260,7 +291,8 @@ async def create_shipment(
     shipment_id, now = uuid4(), _now()
     async with _claims:
         await store.release_orphan_claims(db, [str(d) for d in device_ids])
-        loaded = [(d, await store.load_device(db, d)) for d in device_ids]
+        found = await store.load_devices(db, device_ids)
+        loaded = [(d, found.get(d)) for d in device_ids]
         shipment, shipped, events = domain.ship(
             loaded,
             recipient_id=recipient_id,
@@ -312,8 +344,12 @@ async def accept_shipment(
 ) -> Shipment:
     """Commit on the shipment document (new status + every device.delivered), then mirror the
     devices' state (`store.recover` finishes this after a crash)."""
-    devices = await store.find_devices(db, {"shipment_id": str(shipment.shipment_id)})
-    devices.sort(key=lambda d: shipment.device_ids.index(d.device_id))
+    found = await store.load_devices(db, shipment.device_ids)
+    devices = [
+        found[d]
+        for d in shipment.device_ids
+        if d in found and found[d].shipment_id == shipment.shipment_id
+    ]
     event_ids = [
         derive_id(SERVICE, shipment.shipment_id, "device.delivered", d.device_id) for d in devices
     ]

@@ -4,12 +4,16 @@ times as aware UTC datetimes, a request's deadline as an ISO date string."""
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import date
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from services.allocation.domain import (
     DeviceState,
@@ -20,7 +24,10 @@ from services.allocation.domain import (
     StockDevice,
 )
 from shared.events import DeviceCategory, Grade, HardwareSpecs, MinSpecs
-from shared.mongo import Database, Document, update_if
+from shared.mongo import Database, Document, find_by_ids, update_if
+
+_DELIVERED = ShipmentStatus.DELIVERED.value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def setup(db: Database) -> None:
@@ -34,54 +41,84 @@ async def setup(db: Database) -> None:
 
 
 async def recover(db: Database) -> None:
-    """Finish what a crash interrupted.
+    """Finish what a crash interrupted, in one read of the stock and one of the shipments.
 
-    A shipment's commit point is the insert of its document (with its events in the outbox):
-    devices claimed for a shipment that was never written go back to allocated. Accepting a
-    shipment commits on the shipment document: its devices still shown shipped become delivered.
+    - A shipment's commit point is the insert of its document (with its events in the outbox):
+      devices claimed for a shipment that was never written go back to allocated. Accepting a
+      shipment commits on the shipment document: its devices still shown shipped become
+      delivered.
+    - Every allocated device is listed by its request, and claims left pending are settled.
+    - Every available device has its entry in `available`.
+
+    Runs before the service consumes or answers, so no claim is in flight meanwhile.
     """
-    shipment_ids = {d["_id"] async for d in db.shipments.find({}, {"_id": 1})}
-    async for doc in db.stock.find({"state": DeviceState.SHIPPED.value}):
-        if doc.get("shipment_id") not in shipment_ids:
-            await update_if(
-                db.stock,
-                doc["_id"],
-                {"state": DeviceState.SHIPPED.value},
-                {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
+    shipments = {d["_id"]: d async for d in db.shipments.find({}, {"status": 1, "delivered_at": 1})}
+    listed = {d["_id"] async for d in db.available.find({}, {"_id": 1})}
+    held: dict[str, list[tuple[Any, str]]] = defaultdict(list)
+    async for doc in db.stock.find({}):
+        if doc["state"] == DeviceState.SHIPPED.value:
+            shipment = shipments.get(doc.get("shipment_id"))
+            if shipment is None:
+                await _unclaim(db, doc["_id"], doc["shipment_id"])
+            elif shipment["status"] == _DELIVERED:
+                await _deliver(db, doc["_id"], shipment)
+        if doc["state"] == DeviceState.AVAILABLE.value and doc["_id"] not in listed:
+            await add_available(db, device_from(doc))
+        elif doc["state"] != DeviceState.AVAILABLE.value and doc["_id"] in listed:
+            await db.available.delete_one({"_id": doc["_id"]})
+        if doc.get("request_id"):
+            held[doc["request_id"]].append((doc.get("allocated_at") or _EPOCH, doc["_id"]))
+    lists = {d["_id"]: d async for d in db.request_devices.find({})}
+    for request_id in set(held) | set(lists):
+        devices = [device_id for _, device_id in sorted(held.get(request_id, []))]
+        listed_ids = lists.get(request_id, {}).get("device_ids") or []
+        missing = [d for d in devices if d not in listed_ids]
+        if missing or lists.get(request_id, {}).get("pending_ids"):
+            await db.request_devices.update_one(
+                {"_id": request_id},
+                {"$addToSet": {"device_ids": {"$each": missing}}, "$set": {"pending_ids": []}},
+                upsert=True,
             )
-    async for doc in db.shipments.find({"status": ShipmentStatus.DELIVERED.value}):
-        await mirror_delivery(db, doc)
+
+
+async def _unclaim(db: Database, device_id: str, shipment_id: str) -> None:
+    await update_if(
+        db.stock,
+        device_id,
+        {"state": DeviceState.SHIPPED.value, "shipment_id": shipment_id},
+        {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
+    )
+
+
+async def _deliver(db: Database, device_id: str, shipment: Document) -> None:
+    await update_if(
+        db.stock,
+        device_id,
+        {"state": DeviceState.SHIPPED.value, "shipment_id": shipment["_id"]},
+        {"$set": {"state": DeviceState.DELIVERED.value, "updated_at": shipment["delivered_at"]}},
+    )
 
 
 async def release_orphan_claims(db: Database, device_ids: list[str]) -> None:
     """Devices claimed for a shipment whose insert never happened go back to allocated.
 
     Only safe while no shipment is being written (the caller holds the claims lock)."""
-    query = {"_id": {"$in": device_ids}, "state": DeviceState.SHIPPED.value}
-    async for doc in db.stock.find(query, {"shipment_id": 1}):
-        if await db.shipments.count_documents({"_id": doc.get("shipment_id")}) == 0:
-            await update_if(
-                db.stock,
-                doc["_id"],
-                {"state": DeviceState.SHIPPED.value},
-                {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
-            )
+    docs = await find_by_ids(db.stock, device_ids, {"state": 1, "shipment_id": 1})
+    shipped = {
+        doc["_id"]: doc["shipment_id"]
+        for doc in docs.values()
+        if doc["state"] == DeviceState.SHIPPED.value
+    }
+    written = await find_by_ids(db.shipments, list(set(shipped.values())), {"_id": 1})
+    for device_id, shipment_id in shipped.items():
+        if shipment_id not in written:
+            await _unclaim(db, device_id, shipment_id)
 
 
 async def mirror_delivery(db: Database, shipment: Document) -> None:
     """A delivered shipment's devices still shown shipped become delivered (idempotent)."""
     for device_id in shipment["device_ids"]:
-        await update_if(
-            db.stock,
-            device_id,
-            {"state": DeviceState.SHIPPED.value, "shipment_id": shipment["_id"]},
-            {
-                "$set": {
-                    "state": DeviceState.DELIVERED.value,
-                    "updated_at": shipment["delivered_at"],
-                }
-            },
-        )
+        await _deliver(db, device_id, shipment)
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -137,48 +174,116 @@ def device_from(doc: Document) -> StockDevice:
     )
 
 
+async def load_devices(db: Database, device_ids: Sequence[UUID]) -> dict[UUID, StockDevice]:
+    """These devices (those not in stock absent), each looked up by its id. A device still shown
+    shipped whose shipment was accepted is delivered first (the acceptance committed on the
+    shipment and the store failed before the devices followed)."""
+    ids = [str(d) for d in device_ids]
+    docs = await find_by_ids(db.stock, ids)
+    shipment_ids = {
+        doc["shipment_id"]
+        for doc in docs.values()
+        if doc["state"] == DeviceState.SHIPPED.value and doc.get("shipment_id")
+    }
+    shipments = await find_by_ids(db.shipments, list(shipment_ids))
+    delivered = [s for s in shipments.values() if s["status"] == _DELIVERED]
+    for shipment in delivered:
+        await mirror_delivery(db, shipment)
+    if delivered:
+        docs = await find_by_ids(db.stock, ids)
+    return {UUID(doc_id): device_from(doc) for doc_id, doc in docs.items()}
+
+
 async def load_device(db: Database, device_id: UUID) -> StockDevice | None:
-    """The device; one still shown shipped whose shipment was accepted is delivered first (the
-    acceptance committed on the shipment and the store failed before the devices followed)."""
-    doc = await db.stock.find_one({"_id": str(device_id)})
-    if doc and doc["state"] == DeviceState.SHIPPED.value and doc.get("shipment_id"):
-        shipment = await db.shipments.find_one(
-            {"_id": doc["shipment_id"], "status": ShipmentStatus.DELIVERED.value}
-        )
-        if shipment is not None:
-            await mirror_delivery(db, shipment)
-            doc = await db.stock.find_one({"_id": str(device_id)})
-    return device_from(doc) if doc else None
+    return (await load_devices(db, [device_id])).get(device_id)
 
 
 async def find_devices(db: Database, query: Document) -> list[StockDevice]:
+    """Devices matching a query: on FerretDB a read of the whole stock (lists, not hot paths)."""
     cursor = db.stock.find(query).sort([("ready_at", ASCENDING), ("_id", ASCENDING)])
     return [device_from(doc) async for doc in cursor]
 
 
-async def count_allocated(db: Database, request_id: UUID) -> int:
-    return await db.stock.count_documents({"request_id": str(request_id)})
+# ---- available: the devices matching may claim --------------------------------------------
+# One entry per available device (the stock document as it entered stock), so that matching
+# reads the available devices, not the whole stock. The entry is written before the device
+# enters stock and removed after its claim, so every available device has one; an entry whose
+# device is no longer available (a crash after the claim) is removed when a claim of it fails.
 
 
-async def count_allocated_many(db: Database, request_ids: list[UUID]) -> Counter[UUID]:
-    """Devices allocated to each of these requests, in one read of the stock (not one per
-    request: on FerretDB each is a read of every stock document)."""
-    query = {"request_id": {"$in": [str(r) for r in request_ids]}}
-    return Counter([UUID(d["request_id"]) async for d in db.stock.find(query, {"request_id": 1})])
+async def add_available(db: Database, device: StockDevice) -> None:
+    doc = {"_id": str(device.device_id), **device_fields(device)}
+    with suppress(DuplicateKeyError):  # written meanwhile by a redelivery: the same entry
+        await db.available.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
 
-async def allocated_ids(db: Database, request_id: UUID) -> list[UUID]:
-    return (await allocated_ids_many(db, [request_id]))[request_id]
+async def drop_available(db: Database, device_id: UUID) -> None:
+    await db.available.delete_one({"_id": str(device_id)})
 
 
-async def allocated_ids_many(db: Database, request_ids: list[UUID]) -> dict[UUID, list[UUID]]:
-    """The devices allocated to each request, in allocation order, in one read of the stock."""
-    found: dict[UUID, list[UUID]] = {r: [] for r in request_ids}
-    query = {"request_id": {"$in": [str(r) for r in request_ids]}}
-    cursor = db.stock.find(query, {"request_id": 1}).sort([("allocated_at", 1), ("_id", 1)])
-    async for doc in cursor:
-        found[UUID(doc["request_id"])].append(UUID(doc["_id"]))
-    return found
+async def available_devices(db: Database) -> list[StockDevice]:
+    """The available devices, oldest in stock first; an entry may be stale (its claim fails)."""
+    devices = [device_from(doc) async for doc in db.available.find({})]
+    return sorted(devices, key=lambda d: (d.ready_at, str(d.device_id)))
+
+
+# ---- claims: a request lists the devices allocated to it --------------------------------------
+# `request_devices` (_id = request id) lists them; it is written only under the claims lock, so
+# never by two writers at once (FerretDB v1 loses one of two concurrent updates of a document:
+# the request's own document is also written by the outbox relay). A claim (matching, or staff
+# by hand) first adds the device to `pending_ids`, then makes the conditional update of the
+# device (available -> allocated to the request), then removes its `available` entry and moves
+# it to `device_ids` or, if the claim failed, drops it. So `device_ids` lists only devices
+# allocated to the request, and every device allocated to it is in `device_ids` or
+# `pending_ids`: counting never reads the stock, and a crash mid-claim can only leave a request
+# counting too many (it waits) until `settle_claims`, never too few (it would get too many).
+
+
+async def begin_claim(db: Database, request_id: UUID, device_id: UUID) -> None:
+    await db.request_devices.update_one(
+        {"_id": str(request_id)}, {"$addToSet": {"pending_ids": str(device_id)}}, upsert=True
+    )
+
+
+async def end_claim(db: Database, request_id: UUID, device_id: UUID, *, made: bool) -> None:
+    update: Document = {"$pull": {"pending_ids": str(device_id)}}
+    if made:
+        update["$addToSet"] = {"device_ids": str(device_id)}
+    await db.request_devices.update_one({"_id": str(request_id)}, update)
+
+
+async def _made(db: Database, request: Request) -> list[UUID]:
+    """Those of the request's pending claims that were made (the device is allocated to it)."""
+    docs = await find_by_ids(db.stock, [str(d) for d in request.pending_ids], {"request_id": 1})
+    wanted = str(request.request_id)
+    return [d for d in request.pending_ids if docs.get(str(d), {}).get("request_id") == wanted]
+
+
+async def settle_claims(db: Database, request: Request) -> Request:
+    """Settle the claims a crash or a failure left pending. Only while no claim for this request
+    is in flight (the caller holds the claims lock)."""
+    if not request.pending_ids:
+        return request
+    made = await _made(db, request)
+    for device_id in made:
+        await drop_available(db, device_id)
+    listed = [d for d in made if d not in request.device_ids]
+    await db.request_devices.update_one(
+        {"_id": str(request.request_id)},
+        {
+            "$addToSet": {"device_ids": {"$each": [str(d) for d in listed]}},
+            "$pullAll": {"pending_ids": [str(d) for d in request.pending_ids]},
+        },
+    )
+    return replace(request, device_ids=request.device_ids + tuple(listed), pending_ids=())
+
+
+async def allocated_ids(db: Database, request: Request) -> list[UUID]:
+    """The devices allocated to the request, in allocation order (reads only pending claims)."""
+    if not request.pending_ids:
+        return list(request.device_ids)
+    made = [d for d in await _made(db, request) if d not in request.device_ids]
+    return [*request.device_ids, *made]
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -200,7 +305,9 @@ def request_doc(request: Request) -> Document:
     }
 
 
-def request_from(doc: Document) -> Request:
+def request_from(doc: Document, devices: Document | None = None) -> Request:
+    """The request from its document and its `request_devices` document (if it has one)."""
+    devices = devices or {}
     return Request(
         request_id=UUID(doc["_id"]),
         recipient_id=doc["recipient_id"],
@@ -213,17 +320,23 @@ def request_from(doc: Document) -> Request:
         deadline=date.fromisoformat(doc["deadline"]) if doc.get("deadline") else None,
         opened_at=doc["opened_at"],
         recipient_name=doc.get("recipient_name"),
+        device_ids=tuple(UUID(d) for d in devices.get("device_ids") or ()),
+        pending_ids=tuple(UUID(d) for d in devices.get("pending_ids") or ()),
     )
 
 
 async def load_request(db: Database, request_id: UUID) -> Request | None:
     doc = await db.requests.find_one({"_id": str(request_id)})
-    return request_from(doc) if doc else None
+    if doc is None:
+        return None
+    return request_from(doc, await db.request_devices.find_one({"_id": doc["_id"]}))
 
 
 async def find_requests(db: Database, query: Document) -> list[Request]:
     cursor = db.requests.find(query).sort([("opened_at", ASCENDING), ("_id", ASCENDING)])
-    return [request_from(doc) async for doc in cursor]
+    docs = [doc async for doc in cursor]
+    lists = await find_by_ids(db.request_devices, [doc["_id"] for doc in docs])
+    return [request_from(doc, lists.get(doc["_id"])) for doc in docs]
 
 
 # ---- shipments --------------------------------------------------------------------------------

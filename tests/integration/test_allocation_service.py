@@ -15,15 +15,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.auth import Role
 from shared.events import (
-    DeviceCategory,
     DeviceReady,
-    Drive,
-    DriveKind,
-    Grade,
-    HardwareSpecs,
 )
 from tests.conftest import BOOTSTRAP
-from tests.helpers import TopicReader, create_key, eventually, publish
+from tests.helpers import TopicReader, create_key, device_ready, eventually, publish
 from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -44,23 +39,7 @@ TOPICS = (
 
 
 def ready(ram: float) -> DeviceReady:
-    return DeviceReady(
-        event_id=uuid4(),
-        occurred_at=datetime.now(UTC),
-        correlation_id=PICKUP,
-        producer="diagnostics",
-        device_id=uuid4(),
-        category=DeviceCategory.LAPTOP,
-        specs=HardwareSpecs(
-            cpu_cores=4,
-            ram_gb=ram,
-            drives=[Drive(serial=f"S-{uuid4().hex[:8]}", kind=DriveKind.SSD, capacity_gb=256)],
-            battery_health_pct=80,
-        ),
-        cosmetic_grade=Grade.A,
-        functional_grade=Grade.B,
-        erasure_certificate_id=uuid4(),
-    )
+    return device_ready(ram, PICKUP)
 
 
 class Service:

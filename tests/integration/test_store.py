@@ -9,7 +9,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from shared import mongo
-from shared.mongo import update_if
+from shared.mongo import find_by_ids, update_if
 from tests.conftest import MONGO_URL
 from tools.localinfra import LOCAL
 
@@ -100,6 +100,21 @@ async def test_update_if_upserts_a_missing_document_and_never_moves_one_back(
         "version": 5,
         "stage": "ready",
     }
+
+
+async def test_find_by_ids_reads_each_document_once_and_skips_the_missing(collection, lookup_mode):
+    ids = [str(uuid4()) for _ in range(40)]
+    await collection.insert_many([{"_id": i, "n": n, "pad": "x" * 50} for n, i in enumerate(ids)])
+    wanted = [ids[3], str(uuid4()), ids[39], ids[3], ids[0]]
+
+    found = await find_by_ids(collection, wanted, {"n": 1}, concurrency=2)
+
+    assert found == {
+        ids[3]: {"_id": ids[3], "n": 3},
+        ids[39]: {"_id": ids[39], "n": 39},
+        ids[0]: {"_id": ids[0], "n": 0},
+    }
+    assert await find_by_ids(collection, []) == {}
 
 
 async def test_the_store_is_asked_which_filters_it_looks_up_by_index(collection):
