@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from mongomock.filtering import filter_applies
@@ -70,6 +71,35 @@ async def looks_up_by_id_only(client: AsyncMongoClient[Document]) -> bool:
     return _ID_ONLY_LOOKUPS[key]
 
 
+_LOCKS: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
+
+
+@contextlib.asynccontextmanager
+async def document_lock(collection: AsyncCollection[Document], doc_id: Any) -> AsyncIterator[None]:
+    """Hold off this process's other writers of one document, on FerretDB v1 only.
+
+    FerretDB v1 updates a document by reading it and writing it back whole, so of two concurrent
+    updates of one document one can be lost, and `update_if`'s own read, test and write could
+    interleave with another. Writers of one document in one process take turns here; `mongod`
+    applies each update atomically and needs no turns.
+    """
+    if not await looks_up_by_id_only(collection.database.client):
+        yield
+        return
+    key = (collection.full_name, doc_id)
+    lock, users = _LOCKS.get(key, (asyncio.Lock(), 0))
+    _LOCKS[key] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _LOCKS[key]
+        if users == 1:
+            del _LOCKS[key]
+        else:
+            _LOCKS[key] = (lock, users - 1)
+
+
 async def find_by_ids(
     collection: AsyncCollection[Document],
     ids: Sequence[Any],
@@ -121,16 +151,17 @@ async def update_if(
         except DuplicateKeyError:
             return False  # upsert: the document exists, and the condition did not hold
         return bool(result.matched_count or result.upserted_id is not None)
-    current = await collection.find_one({"_id": doc_id})
-    if current is None:
-        if not upsert:
+    async with document_lock(collection, doc_id):
+        current = await collection.find_one({"_id": doc_id})
+        if current is None:
+            if not upsert:
+                return False
+            try:
+                result = await collection.update_one({"_id": doc_id}, update, upsert=True)
+            except DuplicateKeyError:
+                return False  # inserted meanwhile
+            return bool(result.matched_count or result.upserted_id is not None)
+        if not _matches(dict(condition), current):
             return False
-        try:
-            result = await collection.update_one({"_id": doc_id}, update, upsert=True)
-        except DuplicateKeyError:
-            return False  # inserted meanwhile
-        return bool(result.matched_count or result.upserted_id is not None)
-    if not _matches(dict(condition), current):
-        return False
-    result = await collection.update_one({"_id": doc_id}, update)
-    return bool(result.matched_count)
+        result = await collection.update_one({"_id": doc_id}, update)
+        return bool(result.matched_count)

@@ -26,7 +26,7 @@ from shared import observability
 from shared.codec import decode, encode
 from shared.events import Event
 from shared.kafka import EventBus
-from shared.mongo import Document
+from shared.mongo import Document, document_lock
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ class Relay:
             field = f"outbox.{event_id}"
             # By `_id` alone (FerretDB uses its index for no other filter); only the relay
             # that actually removes the entry sees it modified, and counts the event.
-            removed = await collection.update_one({"_id": doc["_id"]}, {"$unset": {field: ""}})
+            async with document_lock(collection, doc["_id"]):
+                removed = await collection.update_one({"_id": doc["_id"]}, {"$unset": {field: ""}})
             if removed.modified_count:
                 observability.count_stored(event)
         return len(entries)

@@ -19,7 +19,7 @@ from services.intake.domain import (
     ReceivedDevice,
 )
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
-from shared.mongo import Database, Document, update_if
+from shared.mongo import Database, Document, document_lock, update_if
 
 ASSET_TAG_COUNTER = "asset_tag"
 
@@ -360,12 +360,16 @@ async def sync_summaries(db: Database) -> int:
 
 
 async def next_asset_number(db: Database) -> int:
-    doc = await db.counters.find_one_and_update(
-        {"_id": ASSET_TAG_COUNTER},
-        {"$inc": {"n": 1}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
+    """The next number for a generated asset tag. On FerretDB v1 two concurrent increments can
+    return the same number (its update reads, then writes), so this process's scans take turns;
+    a second intake process could still collide, and the unique index on the tag refuses that."""
+    async with document_lock(db.counters, ASSET_TAG_COUNTER):
+        doc = await db.counters.find_one_and_update(
+            {"_id": ASSET_TAG_COUNTER},
+            {"$inc": {"n": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
     assert doc is not None
     return int(doc["n"])
 
