@@ -30,7 +30,8 @@ SERVICES = ("intake", "diagnostics", "allocation", "recycling")
 COLLECTIONS: dict[str, tuple[str, ...]] = {
     "intake": ("pickups", "devices"),
     "diagnostics": ("devices", "certificates"),
-    "allocation": ("stock", "requests", "shipments"),
+    # request_devices after stock: a device allocated when stock was read is listed by then
+    "allocation": ("stock", "request_devices", "requests", "shipments"),
     "recycling": ("devices", "lots"),
 }
 OUTBOX_COLLECTIONS: dict[str, tuple[str, ...]] = {
@@ -387,8 +388,21 @@ def _one_request_per_device(stores: Stores, report: Report) -> None:
                 f"request {request_id}",
                 f"{allocated[request_id]} devices allocated for {request.get('quantity')} asked",
             )
-        for device_id in request.get("device_ids") or ():
+    lists = stores.of("allocation", "request_devices")
+    for request_id, listed in lists.items():
+        for device_id in listed.get("device_ids") or ():
             listed_by[str(device_id)].append(request_id)
+    for device_id, device in stock.items():
+        request_id = device.get("request_id")
+        known = lists.get(str(request_id)) or {}
+        holders = [*known.get("device_ids", ()), *known.get("pending_ids", ())]
+        if request_id and device_id not in holders:
+            report.add(
+                DOUBLE_ALLOCATION,
+                device_id,
+                f"allocated to request {request_id}, which does not list it (it would count "
+                "one device too few and could be given one too many)",
+            )
     for device_id, request_ids in listed_by.items():
         stock_request = (stock.get(device_id) or {}).get("request_id")
         if len(request_ids) > 1 or stock_request != request_ids[0]:

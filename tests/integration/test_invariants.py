@@ -177,6 +177,9 @@ async def world(namespace: str) -> AsyncIterator[World]:
     await w.db("allocation").requests.insert_one(
         {"_id": w.request, "recipient_id": SCHOOL, "quantity": 2, "status": "fulfilled"}
     )
+    await w.db("allocation").request_devices.insert_one(
+        {"_id": w.request, "device_ids": [w.delivered, w.returned], "pending_ids": []}
+    )
     await w.db("allocation").shipments.insert_one(
         {"_id": w.shipment, "recipient_id": SCHOOL, "device_ids": [w.delivered, w.returned]}
     )
@@ -383,13 +386,37 @@ async def test_a_device_in_two_shipments_is_found(world: World):
 async def test_a_device_listed_by_another_request_than_its_stock_says_is_found(world: World):
     other = _id()
     await world.db("allocation").requests.insert_one(
-        {"_id": other, "recipient_id": SCHOOL, "quantity": 1, "device_ids": [world.delivered]}
+        {"_id": other, "recipient_id": SCHOOL, "quantity": 1, "status": "open"}
+    )
+    await world.db("allocation").request_devices.insert_one(
+        {"_id": other, "device_ids": [world.delivered], "pending_ids": []}
     )
 
     report = await world.check()
 
     assert report.kinds() == {DOUBLE_ALLOCATION}
     assert other in report.violations[0].detail
+
+
+async def test_a_device_its_request_does_not_list_is_found(world: World):
+    await world.db("allocation").request_devices.update_one(
+        {"_id": world.request}, {"$set": {"device_ids": [world.returned]}}
+    )
+
+    report = await world.check()
+
+    assert report.kinds() == {DOUBLE_ALLOCATION}
+    assert _subjects(report, DOUBLE_ALLOCATION) == [world.delivered]
+    assert "does not list it" in report.violations[0].detail
+
+
+async def test_a_device_its_request_lists_as_pending_is_no_violation(world: World):
+    await world.db("allocation").request_devices.update_one(
+        {"_id": world.request},
+        {"$set": {"device_ids": [world.returned], "pending_ids": [world.delivered]}},
+    )
+
+    assert (await world.check()).ok
 
 
 async def test_the_cli_prints_each_violation_and_exits_with_1(world: World):
