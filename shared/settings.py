@@ -43,11 +43,13 @@ class ServiceSettings(BaseSettings):
         "committed once, after all of them.",
     )
     outbox_full_sweep_s: float = Field(
-        default=30.0,
+        default=600.0,
         gt=0,
         description="How often the outbox relay reads every document for entries left behind "
-        "(it always does when the service starts, and retries its own failed flushes every "
-        "second).",
+        "by another instance that died and did not come back (a service sweeps everything when "
+        "it starts, so its own crash is covered then, and retries its own failed flushes every "
+        "second). Each sweep reads every document of the service's collections: on FerretDB, "
+        "with 4,261 devices under load, one read of intake's devices took 25 s.",
     )
 
     @property
