@@ -178,13 +178,16 @@ async def scan_device(
             event_id=uuid4(),
         )
         doc = store.device_doc(device)
+        await store.begin_receiving(db, pickup_id, device.device_id)
         try:
             await db.devices.insert_one({**doc, **outbox_doc([event])})
         except DuplicateKeyError:
+            await store.end_receiving(db, pickup_id, device.device_id, inserted=False)
             # Scanned meanwhile, or a device whose keys a crash never wrote: find it the slow
             # way (which writes its keys) and decide again.
             await store.find_conflicting(db, doc["asset_tag"], doc.get("serial_key"))
             continue
+        await store.end_receiving(db, pickup_id, device.device_id, inserted=True)
         await store.save_keys(db, doc)
         await runtime.relay.flush(db.devices, str(device.device_id))
         doc = await store.load_device(db, device.device_id)

@@ -1,4 +1,5 @@
-"""Intake's own collections: `pickups`, `devices` (with the custody view), `counters`."""
+"""Intake's own collections: `pickups`, `devices` (with the custody view), `pickup_devices`,
+`device_keys`, `device_summaries`, `counters`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from services.intake.domain import (
     ReceivedDevice,
 )
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
-from shared.mongo import Database, Document, document_lock, update_if
+from shared.mongo import Database, Document, document_lock, find_by_ids, update_if
 
 ASSET_TAG_COUNTER = "asset_tag"
 
@@ -35,6 +36,8 @@ async def setup(db: Database) -> None:
         await sync_summaries(db)  # first start with summaries: copy the existing devices
     if await db.device_keys.find_one({}, {"_id": 1}) is None:
         await sync_keys(db)  # first start with keys: index the existing devices
+    if await db.pickup_devices.find_one({}, {"_id": 1}) is None:
+        await sync_pickup_devices(db)  # first start with the lists: list the existing devices
     await db.manifest.create_index([("pickup_id", ASCENDING), ("serial_fold", ASCENDING)])
 
 
@@ -84,15 +87,56 @@ async def find_pickups(db: Database, partner_id: str | None) -> list[Pickup]:
     return [pickup_from_doc(d) async for d in cursor]
 
 
+# `pickup_devices` (_id = pickup id) lists the devices scanned into each pickup, so that counting
+# them is a lookup by `_id` (counted from `devices`, FerretDB read every device: 31 s at 6,000
+# devices under the chaos run's load, past the clients' timeout). A scan lists the new device as
+# pending before inserting it and as received after; a crash in between leaves it pending, and
+# a count looks pending devices up. Every scan into a pickup writes the same list, so this
+# process's writers of one list take turns (`document_lock`: FerretDB loses concurrent updates).
+
+
+async def begin_receiving(db: Database, pickup_id: UUID, device_id: UUID) -> None:
+    async with document_lock(db.pickup_devices, str(pickup_id)):
+        await db.pickup_devices.update_one(
+            {"_id": str(pickup_id)}, {"$addToSet": {"pending_ids": str(device_id)}}, upsert=True
+        )
+
+
+async def end_receiving(db: Database, pickup_id: UUID, device_id: UUID, *, inserted: bool) -> None:
+    update: Document = {"$pull": {"pending_ids": str(device_id)}}
+    if inserted:
+        update["$addToSet"] = {"device_ids": str(device_id)}
+    async with document_lock(db.pickup_devices, str(pickup_id)):
+        await db.pickup_devices.update_one({"_id": str(pickup_id)}, update)
+
+
+async def sync_pickup_devices(db: Database) -> int:
+    """List every device under its pickup (a store from before `pickup_devices`)."""
+    by_pickup: dict[str, list[str]] = {}
+    async for doc in db.devices.find({}, {"pickup_id": 1}):
+        by_pickup.setdefault(doc["pickup_id"], []).append(doc["_id"])
+    for pickup_id, device_ids in by_pickup.items():
+        await db.pickup_devices.update_one(
+            {"_id": pickup_id}, {"$addToSet": {"device_ids": {"$each": device_ids}}}, upsert=True
+        )
+    return sum(len(ids) for ids in by_pickup.values())
+
+
 async def count_devices(db: Database, pickup_id: UUID) -> int:
-    return await db.devices.count_documents({"pickup_id": str(pickup_id)})
+    return (await devices_per_pickup(db, [pickup_id]))[pickup_id]
 
 
 async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID, int]:
-    counts: dict[UUID, int] = {p: 0 for p in pickup_ids}
-    query = {"pickup_id": {"$in": [str(p) for p in pickup_ids]}}
-    async for doc in db.devices.find(query, {"pickup_id": 1}):
-        counts[UUID(doc["pickup_id"])] += 1
+    """How many devices were scanned into each pickup (reads by `_id` only)."""
+    lists = await find_by_ids(db.pickup_devices, [str(p) for p in pickup_ids])
+    counts: dict[UUID, int] = {}
+    for pickup_id in pickup_ids:
+        doc = lists.get(str(pickup_id)) or {}
+        received = set(doc.get("device_ids") or ())
+        pending = [d for d in doc.get("pending_ids") or () if d not in received]
+        found = await find_by_ids(db.devices, pending, {"pickup_id": 1})
+        inserted = [d for d in found.values() if d.get("pickup_id") == str(pickup_id)]
+        counts[pickup_id] = len(received) + len(inserted)
     return counts
 
 
