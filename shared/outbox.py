@@ -75,10 +75,22 @@ class Relay:
         """(collection index, document id) whose flush raised: retried at the next tick."""
 
     async def flush(self, collection: AsyncCollection[Document], doc_id: Any) -> None:
+        """Publish the document's events now. A failure (broker or store down) is logged, not
+        raised: the change is stored, so its caller succeeded; the document is retried every
+        second, and swept when the service starts after a crash. (Raised, it answered a stored
+        pickup with a 500 while Kafka restarted, inviting the client to ask again.)"""
         try:
             doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
             if doc:
                 await self._publish(collection, doc)
+        except Exception as exc:
+            self._remember(collection, doc_id)
+            log.warning(
+                "publishing %s %s failed, retried in the background: %r",
+                collection.name,
+                doc_id,
+                exc,
+            )
         except BaseException:
             self._remember(collection, doc_id)
             raise
