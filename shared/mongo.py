@@ -100,6 +100,34 @@ async def document_lock(collection: AsyncCollection[Document], doc_id: Any) -> A
             _LOCKS[key] = (lock, users - 1)
 
 
+# ---- lists written before what they list ------------------------------------------------------
+# A list document (`_id` = the owner, e.g. a pickup or a request) names the devices that belong
+# to its owner, so that counting them is one lookup by `_id` (any other filter reads a whole
+# collection on FerretDB v1). A device is listed in `pending_ids` before the write that makes it
+# belong, and moved to `device_ids` (or dropped) after: a crash in between leaves it pending, and
+# readers look pending devices up. So `device_ids` never names a device that does not belong, and
+# every one that does is in one of the two lists.
+
+
+async def list_pending(collection: AsyncCollection[Document], owner_id: str, item: str) -> None:
+    """Step one: `item` may belong to `owner_id` from now on."""
+    async with document_lock(collection, owner_id):
+        await collection.update_one(
+            {"_id": owner_id}, {"$addToSet": {"pending_ids": item}}, upsert=True
+        )
+
+
+async def settle_pending(
+    collection: AsyncCollection[Document], owner_id: str, item: str, *, belongs: bool
+) -> None:
+    """Step two: the write is done; `item` belongs (listed) or not (dropped)."""
+    update: Document = {"$pull": {"pending_ids": item}}
+    if belongs:
+        update["$addToSet"] = {"device_ids": item}
+    async with document_lock(collection, owner_id):
+        await collection.update_one({"_id": owner_id}, update)
+
+
 async def find_by_ids(
     collection: AsyncCollection[Document],
     ids: Sequence[Any],

@@ -1211,7 +1211,11 @@ def main(argv: list[str] | None = None) -> int:
         keep_data=args.keep_data,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # stopped from outside: clean up as on Ctrl-C
-    report = asyncio.run(run(config))
+    try:
+        report = asyncio.run(run(config))
+    except KeyboardInterrupt:
+        say(config, "chaos: interrupted; what it started is stopped, no counts")
+        return 130
     print(report.table())
     return 1 if report.failures else 0
 

@@ -24,7 +24,14 @@ from services.allocation.domain import (
     StockDevice,
 )
 from shared.events import DeviceCategory, Grade, HardwareSpecs, MinSpecs
-from shared.mongo import Database, Document, find_by_ids, update_if
+from shared.mongo import (
+    Database,
+    Document,
+    find_by_ids,
+    list_pending,
+    settle_pending,
+    update_if,
+)
 
 _DELIVERED = ShipmentStatus.DELIVERED.value
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -240,16 +247,11 @@ async def available_devices(db: Database) -> list[StockDevice]:
 
 
 async def begin_claim(db: Database, request_id: UUID, device_id: UUID) -> None:
-    await db.request_devices.update_one(
-        {"_id": str(request_id)}, {"$addToSet": {"pending_ids": str(device_id)}}, upsert=True
-    )
+    await list_pending(db.request_devices, str(request_id), str(device_id))
 
 
 async def end_claim(db: Database, request_id: UUID, device_id: UUID, *, made: bool) -> None:
-    update: Document = {"$pull": {"pending_ids": str(device_id)}}
-    if made:
-        update["$addToSet"] = {"device_ids": str(device_id)}
-    await db.request_devices.update_one({"_id": str(request_id)}, update)
+    await settle_pending(db.request_devices, str(request_id), str(device_id), belongs=made)
 
 
 async def _made(db: Database, request: Request) -> list[UUID]:

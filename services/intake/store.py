@@ -20,7 +20,15 @@ from services.intake.domain import (
     ReceivedDevice,
 )
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
-from shared.mongo import Database, Document, document_lock, find_by_ids, update_if
+from shared.mongo import (
+    Database,
+    Document,
+    document_lock,
+    find_by_ids,
+    list_pending,
+    settle_pending,
+    update_if,
+)
 
 ASSET_TAG_COUNTER = "asset_tag"
 
@@ -90,24 +98,17 @@ async def find_pickups(db: Database, partner_id: str | None) -> list[Pickup]:
 # `pickup_devices` (_id = pickup id) lists the devices scanned into each pickup, so that counting
 # them is a lookup by `_id` (counted from `devices`, FerretDB read every device: 31 s at 6,000
 # devices under the chaos run's load, past the clients' timeout). A scan lists the new device as
-# pending before inserting it and as received after; a crash in between leaves it pending, and
-# a count looks pending devices up. Every scan into a pickup writes the same list, so this
-# process's writers of one list take turns (`document_lock`: FerretDB loses concurrent updates).
+# pending before inserting it and as received after (`shared.mongo.list_pending`); every scan
+# into a pickup writes the same list, and its writers take turns (FerretDB loses concurrent
+# updates).
 
 
 async def begin_receiving(db: Database, pickup_id: UUID, device_id: UUID) -> None:
-    async with document_lock(db.pickup_devices, str(pickup_id)):
-        await db.pickup_devices.update_one(
-            {"_id": str(pickup_id)}, {"$addToSet": {"pending_ids": str(device_id)}}, upsert=True
-        )
+    await list_pending(db.pickup_devices, str(pickup_id), str(device_id))
 
 
 async def end_receiving(db: Database, pickup_id: UUID, device_id: UUID, *, inserted: bool) -> None:
-    update: Document = {"$pull": {"pending_ids": str(device_id)}}
-    if inserted:
-        update["$addToSet"] = {"device_ids": str(device_id)}
-    async with document_lock(db.pickup_devices, str(pickup_id)):
-        await db.pickup_devices.update_one({"_id": str(pickup_id)}, update)
+    await settle_pending(db.pickup_devices, str(pickup_id), str(device_id), belongs=inserted)
 
 
 async def sync_pickup_devices(db: Database) -> int:
