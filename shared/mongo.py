@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from mongomock.filtering import filter_applies
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -19,9 +20,13 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 """The server's error code for a write refused by a unique index."""
 Database = AsyncDatabase[Document]
+log = logging.getLogger("greenit.store")
 
 
 def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
+    listeners = (
+        [SlowCommands(settings.slow_store_command_ms)] if settings.slow_store_command_ms else []
+    )
     return AsyncMongoClient(
         settings.mongo_url,
         tz_aware=True,
@@ -29,7 +34,66 @@ def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         appname=settings.service,
+        event_listeners=listeners,
     )
+
+
+class SlowCommands(monitoring.CommandListener):
+    """Logs each store command slower than `threshold_ms` with the shape of its filter (field
+    names, never values): a read that scans a collection on FerretDB v1 shows up here long
+    before it times a client out."""
+
+    def __init__(self, threshold_ms: float) -> None:
+        self.threshold_us = threshold_ms * 1000
+        self._shapes: dict[tuple[Any, int], Document] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if len(self._shapes) > 10_000:  # ends never reported (a dropped pool): forget them
+            self._shapes.clear()
+        self._shapes[(event.connection_id, event.request_id)] = command_shape(event.command)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._finish(event, "ok")
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._finish(event, "failed")
+
+    def _finish(
+        self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, outcome: str
+    ) -> None:
+        shape = self._shapes.pop((event.connection_id, event.request_id), None)
+        if shape is not None and event.duration_micros >= self.threshold_us:
+            log.warning(
+                "slow store command",
+                extra={
+                    "store_command": {
+                        **shape,
+                        "database": event.database_name,
+                        "ms": round(event.duration_micros / 1000, 1),
+                        "outcome": outcome,
+                    }
+                },
+            )
+
+
+def command_shape(command: Mapping[str, Any]) -> Document:
+    """The command's name, collection and filter field names (no values)."""
+    name = next(iter(command), "")
+    query: Any = command.get("filter") or command.get("query")
+    for key in ("updates", "deletes"):
+        statements = command.get(key)
+        if statements:
+            query = statements[0].get("q")
+    if name == "aggregate":
+        stages = command.get("pipeline") or [{}]
+        query = stages[0].get("$match")
+    fields = sorted(query) if isinstance(query, Mapping) else []
+    collection = command.get(name)
+    return {
+        "command": name,
+        "collection": collection if isinstance(collection, str) else "",
+        "filter": fields,
+    }
 
 
 def database(

@@ -52,6 +52,13 @@ class ServiceSettings(BaseSettings):
         "with 4,261 devices under load, one read of intake's devices took 25 s.",
     )
 
+    slow_store_command_ms: float = Field(
+        default=1000.0,
+        ge=0,
+        description="Log every store command slower than this (its name, collection and "
+        "filter field names, never values) as 'slow store command'; 0 turns it off.",
+    )
+
     @property
     def database(self) -> str:
         return f"{self.namespace}{self.mongo_db_prefix}_{self.service}"

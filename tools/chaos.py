@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import itertools
+import json
 import os
 import random
 import shutil
@@ -1118,6 +1119,8 @@ async def _run_with(
             driver.deadline = time.monotonic() + 600  # the checks' own reads, past the workload's
             await check_everything(report, client, kafka.bootstrap, plans, driver)
             say(config, "checked")
+            for line in slow_commands(cluster.log_dir):
+                say(config, line)
             invariants = await run_invariants(client, namespace)
             if invariants is not None:
                 count, listed = invariants
@@ -1133,6 +1136,37 @@ async def _run_with(
                     await task
             await driver.close()
             await asyncio.to_thread(_stop_services, cluster)
+
+
+def slow_commands(log_dir: Path, top: int = 10) -> list[str]:
+    """The store commands the services logged as slow, grouped by shape, most time first: where
+    the store's time went (a filter the store cannot look up by index reads a collection)."""
+    totals: dict[tuple[str, str, str, str], list[float]] = {}
+    for path in sorted(log_dir.glob("*.log")):
+        for raw in path.read_text(errors="replace").splitlines():
+            if '"slow store command"' not in raw:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                record = json.loads(raw)
+                shape = record["store_command"]
+                key = (
+                    record.get("service", path.stem),
+                    shape["command"],
+                    shape["collection"],
+                    ",".join(shape["filter"]) or "-",
+                )
+                totals.setdefault(key, []).append(float(shape["ms"]))
+    ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))[:top]
+    lines = [
+        f"slow store commands: {sum(len(v) for v in totals.values())} "
+        f"(logged by the services over GREENIT_SLOW_STORE_COMMAND_MS)"
+    ]
+    lines += [
+        f"  {service:<12} {command:<8} {collection:<18} by {fields:<28} "
+        f"{len(ms):>6}x  total {sum(ms) / 1000:8.1f} s  max {max(ms) / 1000:6.1f} s"
+        for (service, command, collection, fields), ms in ranked
+    ]
+    return lines
 
 
 def _stop_services(cluster: Cluster) -> None:

@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 from services.intake import store as intake_store
 from shared import mongo
 from shared.mongo import find_by_ids, update_if
+from shared.settings import ServiceSettings
 from tests.conftest import MONGO_URL
 from tools.localinfra import LOCAL
 
@@ -175,3 +176,44 @@ async def test_the_ferretdb_launcher_indexes_the_id_lookups_of_every_new_collect
 def _sqlite(path, query: str) -> str:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return "\n".join(" ".join(str(c) for c in row) for row in db.execute(query))
+
+
+async def test_slow_store_commands_are_logged_with_field_names_and_no_values(namespace, caplog):
+    class Settings(ServiceSettings):
+        service = "store_test"
+
+    settings = Settings(namespace=namespace, mongo_url=MONGO_URL, slow_store_command_ms=0.001)
+    client = mongo.connect(settings)
+    db = mongo.database(client, settings)
+    try:
+        await db.devices.insert_one({"_id": "d1", "serial": "SECRET-SERIAL", "state": "ready"})
+        with caplog.at_level("WARNING", logger="greenit.store"):
+            await db.devices.find_one({"serial": "SECRET-SERIAL", "state": "ready"})
+            await db.devices.update_one({"_id": "d1"}, {"$set": {"state": "gone"}})
+        shapes = [r.store_command for r in caplog.records if r.message == "slow store command"]
+        by_command = {s["command"]: s for s in shapes}
+        assert (by_command["find"]["collection"], by_command["find"]["filter"]) == (
+            "devices",
+            ["serial", "state"],
+        )
+        assert by_command["update"]["filter"] == ["_id"]
+        assert all(s["ms"] >= 0 for s in shapes)
+        assert {s["database"] for s in shapes} == {settings.database}
+        assert "SECRET-SERIAL" not in repr(shapes)
+    finally:
+        await client.drop_database(settings.database)
+        await client.close()
+
+
+async def test_store_commands_under_the_threshold_are_not_logged(namespace, caplog):
+    class Settings(ServiceSettings):
+        service = "store_test"
+
+    settings = Settings(namespace=namespace, mongo_url=MONGO_URL, slow_store_command_ms=60_000)
+    client = mongo.connect(settings)
+    try:
+        with caplog.at_level("WARNING", logger="greenit.store"):
+            await mongo.database(client, settings).devices.find_one({"_id": "x"})
+        assert not [r for r in caplog.records if r.message == "slow store command"]
+    finally:
+        await client.close()
