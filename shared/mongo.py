@@ -34,6 +34,7 @@ def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         appname=settings.service,
+        maxPoolSize=settings.store_max_pool_size,
         event_listeners=listeners,
     )
 

@@ -52,6 +52,13 @@ class ServiceSettings(BaseSettings):
         "with 4,261 devices under load, one read of intake's devices took 25 s.",
     )
 
+    store_max_pool_size: int = Field(
+        default=100,
+        ge=1,
+        description="Connections to the store at most (PyMongo's maxPoolSize; its default). "
+        "Commands beyond it wait in the client. See bench/writers.py: on FerretDB, which lets "
+        "one writer into a database at a time, fewer connections can write more per second.",
+    )
     slow_store_command_ms: float = Field(
         default=1000.0,
         ge=0,
