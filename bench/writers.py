@@ -72,35 +72,29 @@ async def measure(url: str, docs: int, ops: int, levels: list[int], gates: list[
     client: AsyncMongoClient[Document] = AsyncMongoClient(url)
     pools = {g: AsyncMongoClient[Document](url, maxPoolSize=g) for g in gates}
     try:
-        collection = client[f"bwriters{uuid.uuid4().hex[:6]}"].devices
+        name = f"bwriters{uuid.uuid4().hex[:6]}"
+        collection = client[name].devices
         ids = await _seed(collection, docs)
         await asyncio.sleep(1.0)  # let the launcher add its `_id` index to the new table
         sample = ids[:: max(1, docs // ops)][:ops]
         baseline, _, _ = await _run(collection, sample, 1, None)
         rows = []
         for in_flight in levels:
-            for gate in [None, *gates]:
-                if gate is not None and gate >= in_flight:
-                    continue
-                rate, p50, p99 = await _run(collection, sample, in_flight, gate)
-                label = "direct" if gate is None else f"gated, {gate} at a time"
+            # (label, collection to write through, client-side gate), the fewer than in flight
+            variants: list[tuple[str, AsyncCollection[Document], int | None]] = [
+                ("direct", collection, None),
+                *((f"gated, {g} at a time", collection, g) for g in gates if g < in_flight),
+                *(
+                    (f"client pool of {g} connections", pool[name][collection.name], None)
+                    for g, pool in pools.items()
+                    if g < in_flight
+                ),
+            ]
+            for label, target, gate in variants:
+                rate, p50, p99 = await _run(target, sample, in_flight, gate)
                 rows.append(
                     [
                         f"{in_flight} in flight, {label}",
-                        f"{rate:.0f}",
-                        f"{p50:.1f}",
-                        f"{p99:.1f}",
-                        f"{rate / baseline:.2f}x",
-                    ]
-                )
-            for gate, pool in pools.items():
-                if gate >= in_flight:
-                    continue
-                pooled = pool[collection.database.name][collection.name]
-                rate, p50, p99 = await _run(pooled, sample, in_flight, None)
-                rows.append(
-                    [
-                        f"{in_flight} in flight, client pool of {gate} connections",
                         f"{rate:.0f}",
                         f"{p50:.1f}",
                         f"{p99:.1f}",

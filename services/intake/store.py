@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -130,15 +131,16 @@ async def count_devices(db: Database, pickup_id: UUID) -> int:
 async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID, int]:
     """How many devices were scanned into each pickup (reads by `_id` only)."""
     lists = await find_by_ids(db.pickup_devices, [str(p) for p in pickup_ids])
-    counts: dict[UUID, int] = {}
-    for pickup_id in pickup_ids:
-        doc = lists.get(str(pickup_id)) or {}
-        received = set(doc.get("device_ids") or ())
-        pending = [d for d in doc.get("pending_ids") or () if d not in received]
-        found = await find_by_ids(db.devices, pending, {"pickup_id": 1})
-        inserted = [d for d in found.values() if d.get("pickup_id") == str(pickup_id)]
-        counts[pickup_id] = len(received) + len(inserted)
-    return counts
+    received = {p: set(doc.get("device_ids") or ()) for p, doc in lists.items()}
+    pending = [
+        (p, d)
+        for p, doc in lists.items()
+        for d in doc.get("pending_ids") or ()
+        if d not in received[p]
+    ]
+    found = await find_by_ids(db.devices, [d for _, d in pending], {"pickup_id": 1})
+    inserted = Counter(p for p, d in pending if found.get(d, {}).get("pickup_id") == p)
+    return {p: len(received.get(str(p), ())) + inserted[str(p)] for p in pickup_ids}
 
 
 # ---- devices ----------------------------------------------------------------------------------
