@@ -11,11 +11,13 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // the driver FerretDB itself uses
@@ -75,9 +77,17 @@ func indexIDs(ctx context.Context, dir string, every time.Duration, logger *slog
 }
 
 // indexFile creates the `_id` path index on each collection table of one database file that
-// lacks it. It only reads unless an index is missing.
+// lacks it. It only reads unless an index is missing. It never creates the file: the path comes
+// from a glob and FerretDB may have dropped (removed) the database since, and SQLite's default
+// open creates a missing file, which left an empty database file without FerretDB's metadata
+// behind, and FerretDB refuses to start with one (see setaside.go). Nor does it write to a file
+// that was dropped, or dropped and created anew, after it was opened.
 func indexFile(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	before, err := inodeOf(path)
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=rw&_pragma=busy_timeout(10000)")
 	if err != nil {
 		return err
 	}
@@ -106,12 +116,34 @@ func indexFile(ctx context.Context, path string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	if len(tables) == 0 {
+		return nil
+	}
+
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		}
+	}()
+	// holding the write lock now; the file must still be the one opened (same inode, still linked)
+	if after, err := inodeOf(path); err != nil || after != before {
+		return errors.New("the database file was removed or replaced")
+	}
 	for _, table := range tables {
 		q := fmt.Sprintf(
 			`CREATE INDEX IF NOT EXISTS %q ON %q (_ferretdb_sjson->'$._id')`,
 			table+idIndexSuffix, table,
 		)
-		if _, err := db.ExecContext(ctx, q); err != nil {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
 			// the table may have been dropped meanwhile
 			if strings.Contains(err.Error(), "no such table") {
 				continue
@@ -119,5 +151,22 @@ func indexFile(ctx context.Context, path string) error {
 			return err
 		}
 	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	committed = true
 	return nil
+}
+
+// inodeOf identifies the file at path (device and inode).
+func inodeOf(path string) ([2]uint64, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return [2]uint64{}, err
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return [2]uint64{}, errors.New("no inode")
+	}
+	return [2]uint64{uint64(st.Dev), st.Ino}, nil
 }

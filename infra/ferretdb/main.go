@@ -38,6 +38,17 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
+	lock, err := lockDir(*dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lock.Close()
+
+	// a file without FerretDB's metadata would fail the whole start (see setaside.go)
+	if _, err := setAsideStrayFiles(context.Background(), *dir, logger); err != nil {
+		log.Fatal(err)
+	}
+
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Logger:    logger,
@@ -45,6 +56,9 @@ func main() {
 		SQLiteURL: "file:" + *dir + "/",
 	})
 	if err != nil {
+		for path, problem := range suspectFiles(context.Background(), *dir) {
+			logger.Error("the store did not start; suspect database file", "file", path, "problem", problem)
+		}
 		log.Fatal(err)
 	}
 
