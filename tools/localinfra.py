@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -186,11 +188,8 @@ class LocalStore(LocalProcess):
         if mongod := shutil.which("mongod"):
             port = str(self.port)
             return [mongod, "--dbpath", str(self.data), "--bind_ip", "127.0.0.1", "--port", port]
-        ferretdb = LOCAL / "bin/ferretdb"
-        if not os.access(ferretdb, os.X_OK):
-            raise RuntimeError(f"no {ferretdb} and no mongod on PATH: run ./dev provision first")
         return [
-            str(ferretdb),
+            str(ferretdb_binary()),
             "--listen-addr",
             address,
             "--sqlite-dir",
@@ -200,6 +199,45 @@ class LocalStore(LocalProcess):
 
     def prepare(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
+
+
+FERRETDB_SOURCE = ROOT / "infra/ferretdb"
+
+
+def ferretdb_fingerprint() -> str:
+    """`./dev provision`'s fingerprint of the launcher's sources (go.mod, go.sum, *.go)."""
+    files = [FERRETDB_SOURCE / "go.mod", FERRETDB_SOURCE / "go.sum"]
+    files += sorted(FERRETDB_SOURCE.glob("*.go"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
+def ferretdb_binary() -> Path:
+    """The FerretDB launcher built from this checkout's sources: `./dev provision`'s when its
+    stamp matches them, else one built (once per fingerprint) into the temporary directory, so a
+    store started here never runs an older launcher than the code beside it."""
+    want = ferretdb_fingerprint()
+    provisioned = LOCAL / "bin/ferretdb"
+    stamp = LOCAL / "bin/.ferretdb.stamp"
+    if os.access(provisioned, os.X_OK) and stamp.is_file() and stamp.read_text().strip() == want:
+        return provisioned
+    built = Path(tempfile.gettempdir()) / f"greenit-ferretdb-{want}" / "ferretdb"
+    if os.access(built, os.X_OK):
+        return built
+    if shutil.which("go") is None:
+        raise RuntimeError(f"no current {provisioned}, no go and no mongod: run ./dev provision")
+    built.parent.mkdir(parents=True, exist_ok=True)
+    partial = built.with_name(f"ferretdb.{os.getpid()}.partial")
+    result = subprocess.run(
+        ["go", "build", "-o", str(partial), "."],
+        cwd=FERRETDB_SOURCE,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"go build of {FERRETDB_SOURCE} failed:\n{result.stderr[-3000:]}")
+    partial.replace(built)
+    return built
 
 
 def local_infra(
