@@ -403,6 +403,10 @@ STAGE_RANK: dict[str, int] = {
     "lost": 12,
 }
 
+TERMINAL_STAGES: frozenset[str] = frozenset({"recycled", "lost"})
+"""Stages a device never leaves. A broken device is not one: its recipient can still return it,
+and recycling takes it from there."""
+
 _STAGE_OF_TYPE: dict[str, str] = {
     "device.received": "received",
     "device.diagnosed": "diagnosed",

@@ -75,8 +75,23 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def kg(value: float) -> str:
-    return f"{value:,.1f}"
+def places(*values: float) -> int:
+    """Decimal places that print each of `values` exactly: at least 1, at most 3.
+
+    `impact` keeps every weight to the gram, so three places always suffice, and a table whose
+    kg are all printed with its `places` has rows that add up to its total as printed.
+    """
+    return max([1, *(len(f"{abs(v):.3f}".split(".")[1].rstrip("0")) for v in values)])
+
+
+def kg(value: float, decimals: int) -> str:
+    return f"{value:,.{decimals}f}"
+
+
+def kgs(values: Sequence[float]) -> list[str]:
+    """One table column of kg, all with the places that print every one of them exactly."""
+    decimals = places(*values)
+    return [kg(v, decimals) for v in values]
 
 
 def factor(value: float) -> str:
@@ -135,8 +150,8 @@ def _summary(report: ImpactReport) -> Section:
         ("Classrooms reached (as reported)", count(classrooms)),
         ("Devices recycled", count(report.recycled_total)),
         ("Devices still in process at the period's end", count(report.in_process_total)),
-        ("CO2e avoided (kg CO2e)", kg(report.co2e.total_kg)),
-        ("Kept from landfill (kg)", kg(report.landfill.total_kg)),
+        ("CO2e avoided (kg CO2e)", _co2e_kg(report)[-1]),
+        ("Kept from landfill (kg)", _landfill_kg(report)[-1]),
     ]
     return Section(
         "In short",
@@ -145,11 +160,20 @@ def _summary(report: ImpactReport) -> Section:
 
 
 def _received(report: ImpactReport) -> Section:
-    rows = [(c.category.value, count(c.devices), kg(c.weight_kg)) for c in report.received]
+    *weights, total_kg = kgs(
+        [
+            *(c.weight_kg for c in report.received),
+            round(math.fsum(c.weight_kg for c in report.received), 3),
+        ]
+    )
+    rows = [
+        (c.category.value, count(c.devices), w)
+        for c, w in zip(report.received, weights, strict=True)
+    ]
     models = [(m.category.value, m.make, m.model, count(m.devices)) for m in report.models]
     if report.other_models_devices:
         models.append(("", "other models", "", count(report.other_models_devices)))
-    total = ("total", count(report.received_total), kg(sum(c.weight_kg for c in report.received)))
+    total = ("total", count(report.received_total), total_kg)
     return Section(
         "Devices received, by category",
         [_described("received")],
@@ -198,11 +222,16 @@ def _delivered(report: ImpactReport) -> Section:
 
 
 def _recycled(report: ImpactReport) -> Section:
-    fractions = [(f.fraction.replace("_", " "), kg(f.kg)) for f in report.recycled_fractions]
-    recyclers = [
-        (r.recycler, r.certification, count(r.devices), kg(r.kg)) for r in report.recyclers
+    fraction_kg = [f.kg for f in report.recycled_fractions]
+    *weights, total_kg = kgs([*fraction_kg, round(math.fsum(fraction_kg), 3)])
+    fractions = [
+        (f.fraction.replace("_", " "), w)
+        for f, w in zip(report.recycled_fractions, weights, strict=True)
     ]
-    total_kg = kg(sum(f.kg for f in report.recycled_fractions))
+    recyclers = [
+        (r.recycler, r.certification, count(r.devices), w)
+        for r, w in zip(report.recyclers, kgs([r.kg for r in report.recyclers]), strict=True)
+    ]
     return Section(
         "Recycled: material weights and downstream recyclers",
         [_described("recycled_fractions"), _described("recyclers")],
@@ -241,7 +270,19 @@ def _in_process(report: ImpactReport) -> Section:
     )
 
 
+def _co2e_kg(report: ImpactReport) -> list[str]:
+    """Each line's kg CO2e, then the total, as printed."""
+    return kgs([*(line.kg_co2e for line in report.co2e.lines), report.co2e.total_kg])
+
+
+def _landfill_kg(report: ImpactReport) -> list[str]:
+    """Reused devices' kg, recycled materials' kg, then the total, as printed."""
+    landfill = report.landfill
+    return kgs([landfill.reused_devices_kg, landfill.recycled_materials_kg, landfill.total_kg])
+
+
 def _co2e(report: ImpactReport) -> Section:
+    *line_kg, total_kg = _co2e_kg(report)
     rows = [
         (
             line.category.value,
@@ -249,9 +290,9 @@ def _co2e(report: ImpactReport) -> Section:
             "none" if line.factor_kg_co2e is None else factor(line.factor_kg_co2e),
             line.unit,
             line.source,
-            kg(line.kg_co2e),
+            printed,
         )
-        for line in report.co2e.lines
+        for line, printed in zip(report.co2e.lines, line_kg, strict=True)
     ]
     return Section(
         "CO2e avoided by reuse",
@@ -261,7 +302,7 @@ def _co2e(report: ImpactReport) -> Section:
                 ("Category", "Reused", "Factor", "Unit", "Source", "kg CO2e"),
                 rows,
                 numeric=frozenset({1, 2, 5}),
-                total=("total", "", "", "", "", kg(report.co2e.total_kg)) if rows else None,
+                total=("total", "", "", "", "", total_kg) if rows else None,
             )
         ],
     )
@@ -269,16 +310,15 @@ def _co2e(report: ImpactReport) -> Section:
 
 def _landfill(report: ImpactReport) -> Section:
     method = report.factors.landfill
+    reused_kg, materials_kg, total_kg = _landfill_kg(report)
     rows = [
         (
             "Devices reused (weight scanned at intake)",
-            kg(report.landfill.reused_devices_kg) if method.count_reused_devices else "not counted",
+            reused_kg if method.count_reused_devices else "not counted",
         ),
         (
             "Materials recycled (certified fraction weights)",
-            kg(report.landfill.recycled_materials_kg)
-            if method.count_recycled_materials
-            else "not counted",
+            materials_kg if method.count_recycled_materials else "not counted",
         ),
     ]
     return Section(
@@ -292,7 +332,7 @@ def _landfill(report: ImpactReport) -> Section:
                 ("Counted", f"Weight ({report.landfill.unit})"),
                 rows,
                 numeric=frozenset({1}),
-                total=("total", kg(report.landfill.total_kg)),
+                total=("total", total_kg),
             )
         ],
     )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from services.intake import store
 from services.intake.api import DeviceView, device_view
-from services.intake.domain import Stage, stage_of_entry
+from services.intake.domain import TERMINAL_STAGES, Stage, stage_of_entry
 from shared.auth import Principal, Role
 from shared.mongo import Database, Document
 from shared.service import Runtime
@@ -32,13 +32,32 @@ DEFAULT_STUCK_AFTER_S: dict[str, float | None] = {
     "shipped": 14 * _DAY,
     # in use at the recipient for years, by design
     "delivered": None,
-    "broken": None,
+    # waiting at its recipient to be returned, which brings its storage back to be erased
+    "broken": 30 * _DAY,
     "returned": 14 * _DAY,
     "dismantled": 30 * _DAY,
     "recycled": None,
     "lost": None,
 }
-TERMINAL_STAGES = frozenset({"broken", "recycled", "lost"})
+
+
+def defaults_text(thresholds: Mapping[str, float | None] = DEFAULT_STUCK_AFTER_S) -> str:
+    """The thresholds in words, stages grouped by threshold in lifecycle order:
+    "received and diagnosed 2 days; ...; delivered, recycled and lost never"."""
+    groups: dict[float | None, list[str]] = {}
+    for stage, seconds in thresholds.items():
+        groups.setdefault(seconds, []).append(stage)
+
+    def words(seconds: float | None) -> str:
+        if seconds is None:
+            return "never"
+        days = seconds / _DAY
+        return f"{days:g} day" + ("" if days == 1 else "s")
+
+    def listed(stages: list[str]) -> str:
+        return " and ".join([", ".join(stages[:-1]), stages[-1]] if stages[:-1] else stages)
+
+    return "; ".join(f"{listed(stages)} {words(s)}" for s, stages in groups.items())
 
 
 class DeviceInStage(BaseModel):
@@ -96,7 +115,7 @@ def stuck_thresholds(text: str | None) -> dict[str, float | None]:
 
     `text` is either seconds (for every stage that can be stuck) or a JSON object such as
     `{"received": 3600, "allocated": 86400}` overriding those stages only. Terminal stages
-    (broken, recycled, lost) are never stuck and refuse a threshold.
+    (`TERMINAL_STAGES`: recycled, lost) are never stuck and refuse a threshold.
     """
     thresholds = dict(DEFAULT_STUCK_AFTER_S)
     if text is None or not text.strip():
@@ -230,8 +249,8 @@ def router(runtime: Runtime) -> APIRouter:
             Query(
                 max_length=2000,
                 description='Seconds for every stage, or JSON per stage: {"received": 3600}. '
-                "Defaults: received and diagnosed 2 days, wiped, ready, awaiting_recycling "
-                "and dismantled 30 days, allocated 7 days, shipped and returned 14 days.",
+                f"Defaults: {defaults_text()}. Terminal stages "
+                f"({', '.join(sorted(TERMINAL_STAGES))}) are never stuck.",
             ),
         ] = None,
         limit: Annotated[int, Query(ge=0, le=100, description="Stuck devices listed")] = 10,

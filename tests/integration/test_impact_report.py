@@ -14,11 +14,13 @@ from shared import events as ev
 from shared.auth import Role
 from shared.examples import EXAMPLES
 from tests.helpers import create_key, eventually, publish
+from tests.printed_tables import column_sums, rows_with_totals
 from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 
 AURORA, BOREALIS, STAFF = "donor-aurora", "donor-borealis", "staff-ines"
+CIRRUS = "donor-cirrus"
 NOW = datetime.now(UTC)
 START, END = (NOW - timedelta(days=1)).date(), (NOW + timedelta(days=2)).date()
 PERIOD = {"start": START.isoformat(), "end": END.isoformat()}
@@ -49,6 +51,7 @@ async def keys(namespace) -> dict[str, str]:
     return {
         AURORA: await create_key(namespace, Role.DONOR, AURORA),
         BOREALIS: await create_key(namespace, Role.DONOR, BOREALIS),
+        CIRRUS: await create_key(namespace, Role.DONOR, CIRRUS),
         STAFF: await create_key(namespace, Role.STAFF, STAFF),
     }
 
@@ -346,6 +349,41 @@ async def test_the_json_and_html_reports_agree_with_the_pdf(donations, http):
     assert "Rosa Parks Primary" in page
     assert ">207.0<" in page
     assert ">10.5<" in page
+
+
+@pytest.fixture(scope="module")
+async def small_parts(http, namespace) -> dict[str, str]:
+    """A donor of small parts: every weight a few grams."""
+    parts = {
+        f"P{i}": {"category": category, "make": "Cirrus", "model": "Part", "weight_kg": 0.02}
+        for i, category in enumerate(("phone", "tablet", "other", "laptop"))
+    }
+    ids = await scan(http, CIRRUS, parts | {"D": parts["P0"] | {"weight_kg": 0.44}})
+    events = [
+        *delivered_to(ids["P0"], ROSA),
+        *delivered_to(ids["P1"], ROSA),
+        *delivered_to(ids["D"], ROSA),
+        *recycled_by(
+            ids["P2"], "Umicore Hoboken", "R2v3", plastics=0.02, ferrous=0.02, copper=0.02
+        ),
+    ]
+    await publish(namespace, *events)
+    await wait_for_custody(http, CIRRUS, events)
+    return ids
+
+
+async def test_printed_kg_rows_add_up_to_the_printed_total(small_parts, http):
+    html = (await report(http, CIRRUS, "html")).text
+    sums = column_sums(html)
+    assert [s for s in sums if not s.adds_up] == []
+    assert [(sorted(s.rows), s.total) for s in sums if s.column == "Weight (kg)"] == [
+        (["0.02", "0.02", "0.02", "0.46"], "0.52"),  # received: phones (0.02 + 0.44), the rest
+        (["0.02", "0.02", "0.02"], "0.06"),  # recycled: plastics, ferrous, copper
+        (["0.06", "0.48"], "0.54"),  # kept from landfill: reused, recycled
+    ]
+    text = pdf_text((await report(http, CIRRUS, "pdf")).content)
+    assert [row for row in rows_with_totals(html) if row not in text] == []
+    assert "Kept from landfill (kg) 0.54" in text
 
 
 async def test_another_donors_data_never_appears_in_a_donors_report(donations, http):

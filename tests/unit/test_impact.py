@@ -21,6 +21,7 @@ from services.intake.impact import (
     load_factors,
 )
 from shared.events import DeviceCategory
+from tests.printed_tables import column_sums, rows_with_totals
 
 DONOR = "acme"
 MARCH = Period(start=date(2030, 3, 1), end=date(2030, 4, 1))
@@ -459,3 +460,57 @@ def test_the_html_escapes_what_partners_typed_and_carries_the_chart_inline():
     assert html.count("<svg") == 1
     assert "<?xml" not in html
     assert impact_render.render_html(report(docs)) == html
+
+
+def grams_report() -> impact.ImpactReport:
+    """Rows of a few grams each: to one decimal, 0.02 kg prints as 0.0 while five make 0.1."""
+    grams = ImpactFactors(
+        name="grams",
+        co2e={
+            c: Co2eFactor(kg_co2e=0.02, source="test")
+            for c in (DeviceCategory.LAPTOP, DeviceCategory.TABLET, DeviceCategory.PHONE)
+        },
+    )
+    docs = [
+        device(c, START, *delivered(START + 5 * DAY), category=c, weight_kg=0.02)
+        for c in ("laptop", "tablet", "phone", "monitor")
+    ]
+    docs.append(device("d", START, *delivered(START + 5 * DAY), category="desktop", weight_kg=0.44))
+    tiny = {name: 0.02 for name in ("plastics", "ferrous", "aluminium", "copper", "glass")}
+    docs.append(
+        device("r", START, *recycled(START + 5 * DAY, **tiny), category="other", weight_kg=0.02)
+    )
+    return report(docs, factors=grams)
+
+
+def test_printed_kg_rows_add_up_to_the_printed_total_in_html_and_pdf():
+    result = grams_report()
+    html = impact_render.render_html(result)
+    sums = column_sums(html)
+    assert [s for s in sums if not s.adds_up] == []
+    kg_columns = [s for s in sums if "kg" in s.column]
+    assert [(s.column, s.total) for s in kg_columns] == [
+        ("Weight (kg)", "0.54"),
+        ("Weight (kg)", "0.10"),
+        ("kg CO2e", "0.06"),
+        ("Weight (kg)", "0.62"),
+    ]
+    assert "0.02" in kg_columns[0].rows
+    text = pdf_text(impact_render.render_pdf(result))
+    assert [row for row in rows_with_totals(html) if row not in text] == []
+    assert "CO2e avoided (kg CO2e) 0.06" in text
+    assert "Kept from landfill (kg) 0.62" in text
+
+
+@pytest.mark.parametrize(
+    ("values", "printed"),
+    [
+        ((207.0, 0.0), ["207.0", "0.0"]),
+        ((0.02, 0.44, 0.46), ["0.02", "0.44", "0.46"]),
+        ((1234.5, 0.001), ["1,234.500", "0.001"]),
+        ((0.1 + 0.2, 0.3), ["0.3", "0.3"]),
+        ((), []),
+    ],
+)
+def test_a_kg_column_prints_with_the_places_its_values_need(values, printed):
+    assert impact_render.kgs(values) == printed

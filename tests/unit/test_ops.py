@@ -118,8 +118,8 @@ def test_without_a_threshold_the_defaults_apply_and_terminal_stages_are_never_st
 def test_a_number_of_seconds_applies_to_every_stage_that_can_be_stuck():
     thresholds = stuck_thresholds("90")
     assert thresholds["received"] == thresholds["shipped"] == 90
-    assert thresholds["recycled"] is None
-    assert thresholds["broken"] is None
+    assert thresholds["recycled"] is thresholds["lost"] is None
+    assert thresholds["broken"] == 90, "a broken device waits to be returned: it can be stuck"
 
 
 def test_a_json_object_overrides_only_the_stages_it_names():
