@@ -288,7 +288,8 @@ class DeadLetters:
                 log.warning("dead letter too large to publish whole, cutting it down: %r", exc)
             except Exception as exc:
                 if is_transient(exc):
-                    raise DeadLetterUnpublished(self._described(record, headers), exc) from exc
+                    _, _, cut = self.cut_down_form(record, group_id, reason)
+                    raise DeadLetterUnpublished(self._described(record, cut), exc) from exc
                 log.warning("dead letter not published whole, cutting it down: %r", exc)
         key, value, headers = self.cut_down_form(record, group_id, reason)
         try:

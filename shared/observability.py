@@ -165,6 +165,9 @@ def metrics_page() -> tuple[bytes, str]:
 # ---- consumers ------------------------------------------------------------------------------
 
 ConsumerState = Literal["ok", "retrying", "stuck"]
+REVOKED_AFTER_S = 120.0
+"""A failed batch not redelivered for this long went to another consumer (a redelivery comes
+within the retries' backoff, at most `GREENIT_RETRY_ATTEMPTS` x 5 s)."""
 
 
 @dataclass
@@ -174,7 +177,9 @@ class ConsumerHealth:
     A batch is *delivered* to the handler; if it fails (a record still failing after its
     retries, or its dead letter not published) it is rewound and delivered again. The consumer
     is `retrying` from its first failed attempt until a batch is committed, and `stuck` once
-    one batch failed `stuck_after` deliveries in a row.
+    one batch failed `stuck_after` deliveries in a row. A failure is forgotten when no batch is
+    in flight and none came for `REVOKED_AFTER_S`: its partitions went to another consumer (a
+    handler that hangs keeps its batch in flight, and its age growing).
     """
 
     group: str
@@ -186,10 +191,12 @@ class ConsumerHealth:
     dead_letters_unpublished: int = 0
     _pending: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     _dead_letter_failures: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    _in_flight: bool = False
+    _last_failure: float = 0.0
 
     def __post_init__(self) -> None:
-        CONSUMER_STUCK.labels(self.group).set(0)
-        CONSUMER_FAILED_DELIVERIES.labels(self.group).set(0)
+        CONSUMER_STUCK.labels(self.group).set_function(lambda: self.state == "stuck")
+        CONSUMER_FAILED_DELIVERIES.labels(self.group).set_function(self._failed_deliveries)
         CONSUMER_OLDEST_UNPROCESSED.labels(self.group).set_function(self.oldest_unprocessed_age_s)
         CONSUMER_RETRIES.labels(self.group)
         CONSUMER_REDELIVERIES.labels(self.group)
@@ -199,6 +206,7 @@ class ConsumerHealth:
 
     @property
     def state(self) -> ConsumerState:
+        self._forget_if_revoked()
         if self.failed_deliveries >= self.stuck_after:
             return "stuck"
         return "retrying" if self.failed_attempts or self.failed_deliveries else "ok"
@@ -209,6 +217,7 @@ class ConsumerHealth:
         for r in records:
             tp = (r.topic, r.partition)
             first[tp] = min(first.get(tp, r.offset), r.offset)
+        self._in_flight = True
         now = time.monotonic()
         for tp, offset in first.items():
             seen = self._pending.get(tp)
@@ -220,9 +229,8 @@ class ConsumerHealth:
         for r in records:
             self._pending.pop((r.topic, r.partition), None)
             self._dead_letter_failures.pop((r.topic, r.partition, r.offset), None)
-        self.failed_attempts = self.failed_deliveries = 0
-        self.failing_since = self.last_error = None
-        self._publish_state()
+        self._in_flight = False
+        self._clear_failures()
 
     def attempt_failed(self, exc: BaseException) -> None:
         """One attempt at a record failed transiently; it is retried."""
@@ -232,9 +240,9 @@ class ConsumerHealth:
     def delivery_failed(self, exc: BaseException) -> None:
         """The batch failed; it is rewound and delivered again."""
         self._failed(exc.__cause__ or exc)
+        self._in_flight = False
         self.failed_deliveries += 1
         CONSUMER_REDELIVERIES.labels(self.group).inc()
-        self._publish_state()
 
     def dead_letter_failed(self, record: ConsumerRecord[Any, Any]) -> int:
         """How many deliveries of `record` could not publish its dead letter, this one included."""
@@ -248,6 +256,7 @@ class ConsumerHealth:
         DEAD_LETTERS_UNPUBLISHED.labels(self.group).inc()
 
     def oldest_unprocessed_age_s(self) -> float:
+        self._forget_if_revoked()
         if not self._pending:
             return 0.0
         return time.monotonic() - min(seen for _, seen in self._pending.values())
@@ -269,10 +278,22 @@ class ConsumerHealth:
         self.failed_attempts += 1
         self.failing_since = self.failing_since or datetime.now(UTC)
         self.last_error = type(exc).__name__
+        self._last_failure = time.monotonic()
 
-    def _publish_state(self) -> None:
-        CONSUMER_STUCK.labels(self.group).set(1 if self.state == "stuck" else 0)
-        CONSUMER_FAILED_DELIVERIES.labels(self.group).set(self.failed_deliveries)
+    def _clear_failures(self) -> None:
+        self.failed_attempts = self.failed_deliveries = 0
+        self.failing_since = self.last_error = None
+
+    def _failed_deliveries(self) -> float:
+        self._forget_if_revoked()
+        return float(self.failed_deliveries)
+
+    def _forget_if_revoked(self) -> None:
+        quiet = time.monotonic() - self._last_failure > REVOKED_AFTER_S
+        if self.failed_deliveries and not self._in_flight and quiet:
+            self._pending.clear()
+            self._dead_letter_failures.clear()
+            self._clear_failures()
 
 
 CONSUMERS: dict[str, ConsumerHealth] = {}

@@ -351,3 +351,24 @@ def test_the_console_shows_each_services_consumers_and_the_stuck_ones():
     recycling = next(line for line in text.splitlines() if "recycling" in line)
     assert "unreachable" in recycling
     assert "ConnectError" in recycling
+
+
+def test_a_failed_batch_never_redelivered_here_is_forgotten_but_one_in_flight_is_not(
+    monkeypatch,
+):
+    clock = [100.0]
+    monkeypatch.setattr("shared.observability.time.monotonic", lambda: clock[0])
+    health = observability.consumer_health("tunit_revoked", stuck_after=1)
+    batch = [Record()]
+    health.received(batch)
+    health.delivery_failed(RuntimeError("gave up"))
+    assert health.state == "stuck"
+
+    health.received(batch)  # redelivered, and hanging in the handler
+    clock[0] += observability.REVOKED_AFTER_S + 1
+    assert health.state == "stuck"
+
+    health.delivery_failed(RuntimeError("gave up"))
+    clock[0] += observability.REVOKED_AFTER_S + 1  # no redelivery: the partition went elsewhere
+    assert health.state == "ok"
+    assert health.oldest_unprocessed_age_s() == 0
