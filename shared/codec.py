@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.events import ALL_EVENTS, Event
+from shared.topics import topic_of
 
 AnyEvent = Annotated[Union[*ALL_EVENTS], Field(discriminator="event_type")]  # type: ignore[valid-type]
 _adapter: TypeAdapter[Event] = TypeAdapter(AnyEvent)
@@ -48,6 +49,19 @@ def decode(raw: bytes | str) -> Event:
             return _adapter.validate_json(upcast, strict=True)
         except ValidationError as exc:
             raise PoisonMessage(_describe(exc)) from exc
+
+
+def decode_on(topic: str, raw: bytes | str) -> Event:
+    """Parse a record that arrived on `topic` (its catalogue name, without the namespace):
+    a valid event of another type is refused too, since each type has exactly one topic."""
+    event = decode(raw)
+    expected = topic_of(event).name
+    if topic != expected:
+        raise PoisonMessage(
+            f"wrong topic: a {event.event_type} event arrived on {topic}; "
+            f"{event.event_type} events belong on {expected}"
+        )
+    return event
 
 
 def _upcast(raw: bytes | str) -> str | None:

@@ -2,9 +2,15 @@
 
 Delivery is at-least-once: a consumer commits a record's offset only after its handler
 returned. A record that can never be processed (malformed, wrong schema, unknown event
-type, or a handler's `Unprocessable`) goes to the dead-letter topic with the reason and
-consumption moves on; a transient failure (store or broker down) is retried with
-exponential backoff, then the record is redelivered, never in a tight loop.
+type, an event on another type's topic, or a handler's `Unprocessable`) goes to the
+dead-letter topic with the reason and consumption moves on; a transient failure (store or
+broker down) is retried with exponential backoff, then the record is redelivered, never in a
+tight loop.
+
+Nothing stalls silently: a record too large to copy whole into a dead letter is dead-lettered
+cut down; a dead letter that cannot be published at all is retried for a few deliveries and
+then logged (CRITICAL) and counted instead, so its partition moves on; and a consumer whose
+batch keeps failing is reported stuck (`shared.observability.ConsumerHealth`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faststream import AckPolicy
 from faststream.context import ContextRepo
 from faststream.kafka import KafkaBroker
@@ -31,7 +44,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 
 import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
 from shared import observability
-from shared.codec import PoisonMessage, decode, encode, headers_for
+from shared.codec import PoisonMessage, decode_on, encode, headers_for
 from shared.domain import IllegalTransition
 from shared.events import Event, TransitionRefused
 from shared.settings import ServiceSettings
@@ -58,6 +71,11 @@ applied completely, which are then not handed to the per-event handler."""
 OnRefused = Callable[[IllegalTransition, Event], Awaitable[None]]
 
 
+MAX_REQUEST_SIZE = 1024 * 1024
+"""The producer's limit on one record (aiokafka's default, set explicitly so that dead letters
+can tell beforehand whether a copy fits)."""
+
+
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
     """A broker whose producer is idempotent (acks=all): a retried send is written once.
 
@@ -72,6 +90,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
         client_id=settings.service,
         enable_idempotence=True,
         acks="all",
+        max_request_size=MAX_REQUEST_SIZE,
         request_timeout_ms=15_000,
         graceful_timeout=15.0,
         middlewares=[observability.kafka_metrics(settings.service)],
@@ -155,42 +174,159 @@ def unpack_headers(packed: str) -> list[tuple[str, bytes]]:
     return [(name, base64.b64decode(value)) for name, value in json.loads(packed)]
 
 
+CUT_DOWN = "dlq_cut_down"
+"""Set on a dead letter that holds only a prefix of the record's value: it cannot be re-driven."""
+VALUE_PREFIX_BYTES = 4096
+KEY_PREFIX_BYTES = 1024
+KEPT_HEADERS_BYTES = 16 * 1024
+SIZE_MARGIN = 1024
+"""Room for the headers the publisher adds itself (content-type, correlation_id)."""
+TOO_LARGE: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
+
+class DeadLetterUnpublished(Exception):
+    """Not even the cut-down dead letter of a record could be published."""
+
+    def __init__(self, description: Mapping[str, str], cause: BaseException) -> None:
+        super().__init__(f"dead letter not published: {type(cause).__name__}: {cause}")
+        self.description = dict(description)
+
+
+def dead_letter_size(key: bytes | None, value: bytes, headers: Mapping[str, str]) -> int:
+    """Bytes the producer counts for one record (aiokafka's own estimate), plus a margin."""
+    encoded = [(k, v.encode()) for k, v in headers.items()]
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, encoded)
+    return size + SIZE_MARGIN
+
+
 class DeadLetters:
-    """Sends a record no consumer can process to the dead-letter topic, untouched, with why."""
+    """Sends a record no consumer can process to the dead-letter topic, with why: untouched if
+    its copy fits in one request, else cut down (`cut_down_form`)."""
 
     def __init__(self, broker: KafkaBroker, settings: ServiceSettings) -> None:
         self._service = settings.service
+        self.namespace = settings.namespace
+        """Stripped from a record's topic to find its catalogue name."""
         self.retry = RetryPolicy.from_settings(settings)
         """How a consumer using these dead letters retries transient failures first."""
         self.batch = settings.consume_batch
         """How many records such a consumer takes at once."""
+        self.stuck_after = settings.consumer_stuck_after
+        self.give_up_after = settings.dead_letter_give_up_after
+        self.max_size = MAX_REQUEST_SIZE
         self._publisher = broker.publisher(
             settings.topic(DEAD_LETTER.name),
             title=f"{DEAD_LETTER.name}:publish",
             description=DEAD_LETTER.description,
         )
 
-    async def send(self, record: ConsumerRecord[Any, Any], group_id: str, reason: str) -> None:
+    def _source(
+        self, record: ConsumerRecord[Any, Any], group_id: str, reason: str
+    ) -> dict[str, str]:
+        return {
+            "dlq_reason": reason[:4000],
+            "dlq_source_topic": record.topic,
+            "dlq_source_partition": str(record.partition),
+            "dlq_source_offset": str(record.offset),
+            "dlq_consumer_group": group_id,
+            "dlq_service": self._service,
+            "dlq_failed_at": datetime.now(UTC).isoformat(),
+        }
+
+    def whole_form(
+        self, record: ConsumerRecord[Any, Any], group_id: str, reason: str
+    ) -> tuple[bytes | None, bytes, dict[str, str]]:
         original = list(record.headers or ())
         headers = {k: v.decode(errors="replace") for k, v in original}
-        headers.update(
-            {
-                # the headers above are readable, but a name given twice shows once and bytes
-                # that are not UTF-8 are replaced: this one keeps them exactly, for a redrive
-                ORIGINAL_HEADERS: pack_headers(original),
-                "dlq_reason": reason[:4000],
-                "dlq_source_topic": record.topic,
-                "dlq_source_partition": str(record.partition),
-                "dlq_source_offset": str(record.offset),
-                "dlq_consumer_group": group_id,
-                "dlq_service": self._service,
-                "dlq_failed_at": datetime.now(UTC).isoformat(),
-            }
-        )
+        # the headers above are readable, but a name given twice shows once and bytes that are
+        # not UTF-8 are replaced: this one keeps them exactly, for a redrive
+        headers[ORIGINAL_HEADERS] = pack_headers(original)
+        headers.update(self._source(record, group_id, reason))
+        return record.key, record.value or b"", headers
+
+    def cut_down_form(
+        self, record: ConsumerRecord[Any, Any], group_id: str, reason: str
+    ) -> tuple[bytes | None, bytes, dict[str, str]]:
+        """What is known of a record too large to copy: why, where from, its key, its sizes
+        and the first `VALUE_PREFIX_BYTES` of its value (its headers only if they are small)."""
+        value = record.value or b""
+        key = record.key
+        headers = self._source(record, group_id, reason)
+        headers[CUT_DOWN] = "true"
+        headers["dlq_original_value_size"] = str(len(value))
+        if key is not None and len(key) > KEY_PREFIX_BYTES:
+            headers["dlq_original_key_size"] = str(len(key))
+            key = key[:KEY_PREFIX_BYTES]
+        packed = pack_headers(list(record.headers or ()))
+        if len(packed) <= KEPT_HEADERS_BYTES:
+            headers[ORIGINAL_HEADERS] = packed
+        else:
+            headers["dlq_original_headers_size"] = str(len(packed))
+        return key, value[:VALUE_PREFIX_BYTES], headers
+
+    async def send(self, record: ConsumerRecord[Any, Any], group_id: str, reason: str) -> None:
+        """Publish the dead letter whole or, if too large, cut down; raise
+        `DeadLetterUnpublished` if neither could be published (each retried when transient)."""
+        key, value, headers = self.whole_form(record, group_id, reason)
+        if dead_letter_size(key, value, headers) <= self.max_size:
+            try:
+                await self._publish(key, value, headers)
+                log.warning(
+                    "dead-lettered %s[%s]@%s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    reason,
+                )
+                observability.DEAD_LETTERS.labels(group_id, "whole").inc()
+                return
+            except TOO_LARGE as exc:
+                log.warning("dead letter too large to publish whole, cutting it down: %r", exc)
+            except Exception as exc:
+                if is_transient(exc):
+                    _, _, cut = self.cut_down_form(record, group_id, reason)
+                    raise DeadLetterUnpublished(self._described(record, cut), exc) from exc
+                log.warning("dead letter not published whole, cutting it down: %r", exc)
+        key, value, headers = self.cut_down_form(record, group_id, reason)
+        try:
+            await self._publish(key, value, headers)
+        except Exception as exc:
+            raise DeadLetterUnpublished(self._described(record, headers), exc) from exc
         log.warning(
-            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            "dead-lettered %s[%s]@%s cut down (value of %d bytes, first %d kept): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            len(record.value or b""),
+            len(value),
+            reason,
         )
-        await self._publisher.publish(record.value or b"", key=record.key, headers=headers)
+        observability.DEAD_LETTERS.labels(group_id, "cut_down").inc()
+
+    async def _publish(self, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        for attempt in range(self.retry.attempts):
+            try:
+                await self._publisher.publish(value, key=key, headers=headers)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or attempt + 1 == self.retry.attempts:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt))
+
+    @staticmethod
+    def _described(record: ConsumerRecord[Any, Any], headers: Mapping[str, str]) -> dict[str, str]:
+        """The cut-down dead letter as log fields: what is left of a record skipped unpublished."""
+        value = record.value or b""
+        return {
+            **{k: v for k, v in headers.items() if k != ORIGINAL_HEADERS},
+            "dlq_original_value_size": str(len(value)),
+            "key": (record.key or b"")[:KEY_PREFIX_BYTES].decode(errors="replace"),
+            "value_prefix": value[:VALUE_PREFIX_BYTES].decode(errors="replace"),
+        }
 
 
 def subscribe(
@@ -231,10 +367,11 @@ def subscribe(
         description=description,
     )
     policy = retry or dead_letters.retry
+    health = observability.consumer_health(group_id, stuck_after=dead_letters.stuck_after)
 
     Decoded = tuple[ConsumerRecord[Any, Any], Event | PoisonMessage]
 
-    async def consume_one(
+    async def handle_one(
         record: ConsumerRecord[Any, Any], event: Event | PoisonMessage, applied: set[UUID]
     ) -> None:
         if isinstance(event, PoisonMessage):
@@ -245,7 +382,28 @@ def subscribe(
                 log.info("applied %s %s (in bulk)", event.event_type, event.event_id)
                 return
             await _handle_with_retries(
-                event, record, handler, dead_letters, group_id, policy, on_refused
+                event, record, handler, dead_letters, group_id, policy, on_refused, health
+            )
+
+    async def consume_one(
+        record: ConsumerRecord[Any, Any], event: Event | PoisonMessage, applied: set[UUID]
+    ) -> None:
+        try:
+            await handle_one(record, event, applied)
+        except DeadLetterUnpublished as exc:
+            if health.dead_letter_failed(record) < dead_letters.give_up_after:
+                raise  # redelivered: the broker may take it next time
+            health.dead_letter_given_up(record)
+            # the partition moves on; this line is all that is left of the record
+            log.critical(
+                "dead letter not published after %d deliveries, record skipped: %s[%s]@%s: "
+                "%s; the cut-down dead letter: %s",
+                dead_letters.give_up_after,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+                json.dumps(exc.description, sort_keys=True),
             )
 
     async def consume_in_order(records: list[Decoded], applied: set[UUID]) -> None:
@@ -255,7 +413,23 @@ def subscribe(
     async def consume(message: KafkaMessage) -> None:
         raw = message.raw_message
         records: tuple[ConsumerRecord[Any, Any], ...] = raw if isinstance(raw, tuple) else (raw,)
-        decoded = [(record, _decode(record)) for record in records]
+        health.received(records)
+        try:
+            await consume_batch(records)
+        except Exception as exc:
+            health.delivery_failed(exc)
+            log.error(
+                "batch of %d records failed (delivery %d in a row, consumer %s), rewound: %r",
+                len(records),
+                health.failed_deliveries,
+                health.state,
+                exc,
+            )
+            raise
+        health.finished(records)
+
+    async def consume_batch(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
+        decoded = [(record, _decode(record, dead_letters.namespace)) for record in records]
         applied: set[UUID] = set()
         if bulk is not None:
             events = [e for _, e in decoded if isinstance(e, Event)]
@@ -274,9 +448,9 @@ def subscribe(
     subscriber(consume)
 
 
-def _decode(record: ConsumerRecord[Any, Any]) -> Event | PoisonMessage:
+def _decode(record: ConsumerRecord[Any, Any], namespace: str) -> Event | PoisonMessage:
     try:
-        return decode(record.value or b"")
+        return decode_on(record.topic.removeprefix(namespace), record.value or b"")
     except PoisonMessage as exc:
         return exc
 
@@ -308,6 +482,7 @@ async def _handle_with_retries(
     group_id: str,
     retry: RetryPolicy,
     on_refused: OnRefused | None,
+    health: observability.ConsumerHealth | None = None,
 ) -> None:
     """Apply `handler` once; what it refuses or cannot process is recorded, also with retries."""
 
@@ -324,16 +499,22 @@ async def _handle_with_retries(
         except Unprocessable as exc:
             await dead_letters.send(record, group_id, f"unprocessable: {exc}")
 
+    last: BaseException | None = None
     for attempt in range(retry.attempts):
         try:
             await attempt_once()
             return
+        except DeadLetterUnpublished:
+            raise
         except Exception as exc:
             if not is_transient(exc):
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
                 log.error("%s\n%s", reason, traceback.format_exc())
                 await dead_letters.send(record, group_id, reason)
                 return
+            last = exc
+            if health is not None:
+                health.attempt_failed(exc)
             if attempt + 1 == retry.attempts:
                 break
             delay = retry.delay(attempt)
@@ -347,4 +528,4 @@ async def _handle_with_retries(
             )
             await asyncio.sleep(delay)
     # Still failing: let the ack policy rewind to this record; it is redelivered, not lost.
-    raise RuntimeError(f"gave up after {retry.attempts} attempts on {event.event_id}")
+    raise RuntimeError(f"gave up after {retry.attempts} attempts on {event.event_id}") from last

@@ -2,7 +2,8 @@
 
 - **Metrics**: one Prometheus registry per process, served at `/metrics`: FastStream's Kafka
   metrics (`faststream_*`), the domain counters `greenit_device_events_total{event_type}` and
-  `greenit_transitions_refused_total{action}`, and `greenit_http_requests_total`.
+  `greenit_transitions_refused_total{action}`, `greenit_http_requests_total`, and how each
+  consumer group fares (`greenit_consumer_*`, `greenit_dead_letters*`; see `ConsumerHealth`).
 - **Traces**: OpenTelemetry spans whose trace id is the id of the device (or pickup, request,
   lot) they are about, so one device's journey is one trace across services. The context of the
   span that stored an event travels with its outbox entry and then as the W3C `traceparent`
@@ -20,6 +21,8 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from logging import Handler
 from typing import IO, TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -37,7 +40,13 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, Span, SpanKind, format_span_id, format_trace_id
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from prometheus_client.process_collector import ProcessCollector
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -79,6 +88,56 @@ HTTP_REQUESTS = Counter(
 )
 
 
+CONSUMER_STUCK = Gauge(
+    "greenit_consumer_stuck",
+    "1 while the consumer group's current batch has failed GREENIT_CONSUMER_STUCK_AFTER "
+    "deliveries in a row, else 0.",
+    ["group"],
+    registry=REGISTRY,
+)
+CONSUMER_OLDEST_UNPROCESSED = Gauge(
+    "greenit_consumer_oldest_unprocessed_age_seconds",
+    "Seconds since this process first received the oldest record it has not finished yet "
+    "(0 when idle).",
+    ["group"],
+    registry=REGISTRY,
+)
+CONSUMER_FAILED_DELIVERIES = Gauge(
+    "greenit_consumer_failed_deliveries",
+    "Deliveries of the current batch that failed in a row (0 after a batch was committed).",
+    ["group"],
+    registry=REGISTRY,
+)
+CONSUMER_RETRIES = Counter(
+    "greenit_consumer_retries",
+    "Transient failures of a record's handler, each retried after a backoff.",
+    ["group"],
+    registry=REGISTRY,
+)
+CONSUMER_REDELIVERIES = Counter(
+    "greenit_consumer_redeliveries",
+    "Batches that failed (retries exhausted, or a dead letter not published) and were rewound "
+    "for redelivery.",
+    ["group"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "greenit_dead_letters",
+    "Records sent to the dead-letter topic: form 'whole' (value and headers untouched) or "
+    "'cut_down' (too large to copy whole: reason, source, key, size and a prefix of the value).",
+    ["group", "form"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS_UNPUBLISHED = Counter(
+    "greenit_dead_letters_unpublished",
+    "Records skipped because not even their cut-down dead letter could be published after "
+    "GREENIT_DEAD_LETTER_GIVE_UP_AFTER deliveries: the CRITICAL log line "
+    "'dead letter not published' is then their only record.",
+    ["group"],
+    registry=REGISTRY,
+)
+
+
 def kafka_metrics(service: str) -> KafkaPrometheusMiddleware:
     """FastStream's broker middleware: received/published message counts, sizes, durations."""
     return KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)
@@ -101,6 +160,153 @@ def count_stored(event: Event) -> None:
 
 def metrics_page() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# ---- consumers ------------------------------------------------------------------------------
+
+ConsumerState = Literal["ok", "retrying", "stuck"]
+REVOKED_AFTER_S = 120.0
+"""A failed batch not redelivered for this long went to another consumer (a redelivery comes
+within the retries' backoff, at most `GREENIT_RETRY_ATTEMPTS` x 5 s)."""
+
+
+@dataclass
+class ConsumerHealth:
+    """How one consumer group of this process fares, for `/health` and `/metrics`.
+
+    A batch is *delivered* to the handler; if it fails (a record still failing after its
+    retries, or its dead letter not published) it is rewound and delivered again. The consumer
+    is `retrying` from its first failed attempt until a batch is committed, and `stuck` once
+    one batch failed `stuck_after` deliveries in a row. A failure is forgotten when no batch is
+    in flight and none came for `REVOKED_AFTER_S`: its partitions went to another consumer (a
+    handler that hangs keeps its batch in flight, and its age growing).
+    """
+
+    group: str
+    stuck_after: int
+    failed_attempts: int = 0
+    failed_deliveries: int = 0
+    failing_since: datetime | None = None
+    last_error: str | None = None
+    dead_letters_unpublished: int = 0
+    _pending: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    _dead_letter_failures: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    _in_flight: bool = False
+    _last_failure: float = 0.0
+
+    def __post_init__(self) -> None:
+        CONSUMER_STUCK.labels(self.group).set_function(lambda: self.state == "stuck")
+        CONSUMER_FAILED_DELIVERIES.labels(self.group).set_function(self._failed_deliveries)
+        CONSUMER_OLDEST_UNPROCESSED.labels(self.group).set_function(self.oldest_unprocessed_age_s)
+        CONSUMER_RETRIES.labels(self.group)
+        CONSUMER_REDELIVERIES.labels(self.group)
+        DEAD_LETTERS_UNPUBLISHED.labels(self.group)
+        for form in ("whole", "cut_down"):
+            DEAD_LETTERS.labels(self.group, form)
+
+    @property
+    def state(self) -> ConsumerState:
+        self._forget_if_revoked()
+        if self.failed_deliveries >= self.stuck_after:
+            return "stuck"
+        return "retrying" if self.failed_attempts or self.failed_deliveries else "ok"
+
+    def received(self, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+        """A batch is about to be handled: note when each partition's first record came."""
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        self._in_flight = True
+        now = time.monotonic()
+        for tp, offset in first.items():
+            seen = self._pending.get(tp)
+            if seen is None or seen[0] != offset:
+                self._pending[tp] = (offset, now)
+
+    def finished(self, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+        """A batch was handled (its offsets are committed next)."""
+        for r in records:
+            self._pending.pop((r.topic, r.partition), None)
+            self._dead_letter_failures.pop((r.topic, r.partition, r.offset), None)
+        self._in_flight = False
+        self._clear_failures()
+
+    def attempt_failed(self, exc: BaseException) -> None:
+        """One attempt at a record failed transiently; it is retried."""
+        self._failed(exc)
+        CONSUMER_RETRIES.labels(self.group).inc()
+
+    def delivery_failed(self, exc: BaseException) -> None:
+        """The batch failed; it is rewound and delivered again."""
+        self._failed(exc.__cause__ or exc)
+        self._in_flight = False
+        self.failed_deliveries += 1
+        CONSUMER_REDELIVERIES.labels(self.group).inc()
+
+    def dead_letter_failed(self, record: ConsumerRecord[Any, Any]) -> int:
+        """How many deliveries of `record` could not publish its dead letter, this one included."""
+        where = (record.topic, record.partition, record.offset)
+        self._dead_letter_failures[where] = self._dead_letter_failures.get(where, 0) + 1
+        return self._dead_letter_failures[where]
+
+    def dead_letter_given_up(self, record: ConsumerRecord[Any, Any]) -> None:
+        self._dead_letter_failures.pop((record.topic, record.partition, record.offset), None)
+        self.dead_letters_unpublished += 1
+        DEAD_LETTERS_UNPUBLISHED.labels(self.group).inc()
+
+    def oldest_unprocessed_age_s(self) -> float:
+        self._forget_if_revoked()
+        if not self._pending:
+            return 0.0
+        return time.monotonic() - min(seen for _, seen in self._pending.values())
+
+    def view(self) -> dict[str, Any]:
+        """What `/health` shows: no record contents, only the error's type (no partner data)."""
+        return {
+            "state": self.state,
+            "failed_attempts": self.failed_attempts,
+            "failed_deliveries": self.failed_deliveries,
+            "stuck_after": self.stuck_after,
+            "failing_since": self.failing_since.isoformat() if self.failing_since else None,
+            "last_error": self.last_error,
+            "oldest_unprocessed_age_s": round(self.oldest_unprocessed_age_s(), 3),
+            "dead_letters_unpublished": self.dead_letters_unpublished,
+        }
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failed_attempts += 1
+        self.failing_since = self.failing_since or datetime.now(UTC)
+        self.last_error = type(exc).__name__
+        self._last_failure = time.monotonic()
+
+    def _clear_failures(self) -> None:
+        self.failed_attempts = self.failed_deliveries = 0
+        self.failing_since = self.last_error = None
+
+    def _failed_deliveries(self) -> float:
+        self._forget_if_revoked()
+        return float(self.failed_deliveries)
+
+    def _forget_if_revoked(self) -> None:
+        quiet = time.monotonic() - self._last_failure > REVOKED_AFTER_S
+        if self.failed_deliveries and not self._in_flight and quiet:
+            self._pending.clear()
+            self._dead_letter_failures.clear()
+            self._clear_failures()
+
+
+CONSUMERS: dict[str, ConsumerHealth] = {}
+"""This process's consumer groups, by group id."""
+
+
+def consumer_health(group: str, stuck_after: int) -> ConsumerHealth:
+    CONSUMERS[group] = ConsumerHealth(group, stuck_after)
+    return CONSUMERS[group]
+
+
+def consumers_view() -> dict[str, dict[str, Any]]:
+    return {group: health.view() for group, health in sorted(CONSUMERS.items())}
 
 
 # ---- traces ---------------------------------------------------------------------------------

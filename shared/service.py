@@ -1,6 +1,8 @@
 """What every service process is: an HTTP app whose lifespan opens the store and the broker.
 
-`/health` answers 200 only when both Kafka and the store answer; `/docs` is the OpenAPI UI
+`/health` answers 200 only when both Kafka and the store answer and no consumer of the
+process is stuck (its `consumers` section says how each consumer group fares); `/docs` is the
+OpenAPI UI
 and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN); `/metrics` is the
 process's Prometheus metrics (`shared.observability`).
 """
@@ -153,18 +155,28 @@ def create_app(
         return [refusal_view(d) async for d in cursor]
 
     @app.get(
-        "/health", tags=["operations"], summary="Is the service connected to Kafka and its store?"
+        "/health",
+        tags=["operations"],
+        summary="Is the service connected to Kafka and its store, and are its consumers moving?",
+        description="200 with status `ok`, or `retrying` while a consumer retries a failure; "
+        "503 with status `degraded` when Kafka or the store does not answer or a consumer is "
+        "stuck (a batch failed GREENIT_CONSUMER_STUCK_AFTER deliveries in a row).",
     )
     async def health() -> JSONResponse:
         kafka_ok = await broker.ping(timeout=2.0)
         store_ok = await mongo.ping(runtime.client)
+        consumers = observability.consumers_view()
+        states = {c["state"] for c in consumers.values()}
+        healthy = kafka_ok and store_ok and "stuck" not in states
+        status = "degraded" if not healthy else "retrying" if "retrying" in states else "ok"
         body: dict[str, Any] = {
             "service": settings.service,
-            "status": "ok" if kafka_ok and store_ok else "degraded",
+            "status": status,
             "kafka": kafka_ok,
             "store": store_ok,
+            "consumers": consumers,
         }
-        return JSONResponse(body, status_code=200 if kafka_ok and store_ok else 503)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

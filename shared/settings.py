@@ -34,6 +34,21 @@ class ServiceSettings(BaseSettings):
     )
     retry_attempts: int = 5
     retry_base_delay_s: float = 0.2
+    consumer_stuck_after: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries of one batch that fail in a row (each after its retries) before "
+        "the consumer is reported stuck: /health answers 503 with status 'degraded', "
+        "greenit_consumer_stuck is 1. It goes on retrying; a committed batch clears it.",
+    )
+    dead_letter_give_up_after: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries of one record whose dead letter (whole, then cut down, each "
+        "publish retried) could not be published, before the consumer skips the record so its "
+        "partition moves on: it logs the cut-down dead letter as CRITICAL 'dead letter not "
+        "published' and counts greenit_dead_letters_unpublished_total.",
+    )
     consume_batch: int = Field(
         default=50,
         ge=1,

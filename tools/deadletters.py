@@ -6,7 +6,9 @@
 
 A dead letter is a record no consumer could process, kept untouched with the reason in its
 `dlq_*` headers (`shared/kafka.py`). `redrive` publishes its original value, key and headers
-(without the `dlq_*` ones, plus `dlq_redriven_from`) to the topic it came from.
+(without the `dlq_*` ones, plus `dlq_redriven_from`) to the topic it came from. A record too
+large to copy whole was dead-lettered cut down (`dlq_cut_down`: a prefix of its value, its
+size): the listing says so, and `redrive` refuses it, since its value is not all there.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.kafka import ORIGINAL_HEADERS, unpack_headers
+from shared.kafka import CUT_DOWN, ORIGINAL_HEADERS, unpack_headers
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER
 
@@ -31,7 +33,9 @@ REDRIVE_HELP = """\
 Republish dead letters to their source topic, after the cause was fixed. Consumers apply each
 event at most once (they remember the event ids they applied), so re-driving a record that was
 already re-driven, or whose effect is already there, is harmless. A record that still cannot be
-processed is dead-lettered again, with a fresh reason."""
+processed is dead-lettered again, with a fresh reason. A cut-down dead letter (a record too large
+to copy whole: only a prefix of its value was kept) is refused, with where the original was; the
+others selected are re-driven, and the exit code is 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,29 @@ class DeadLetter:
     def failed_at(self) -> str:
         return self.header("dlq_failed_at")
 
+    @property
+    def cut_down(self) -> bool:
+        """Only a prefix of the record's value was kept: it was too large to copy whole."""
+        return self.header(CUT_DOWN) == "true"
+
+    @property
+    def original_size(self) -> int:
+        """Bytes of the dead-lettered record's value (also when only a prefix was kept)."""
+        size = self.header("dlq_original_value_size")
+        return int(size) if size.isdigit() else len(self.value)
+
+    def refusal(self) -> str | None:
+        """Why this dead letter cannot be re-driven, if it cannot."""
+        if self.cut_down:
+            return (
+                f"{self.address} was cut down (only {len(self.value)} of its "
+                f"{self.original_size} bytes were kept): it cannot be re-driven; the original "
+                f"record is at {self.source} as long as that topic's retention keeps it"
+            )
+        if not self.source_topic:
+            return f"{self.address} names no source topic"
+        return None
+
     def redriven_headers(self) -> list[tuple[str, bytes]]:
         """The original record's headers (exactly, when the dead letter kept them packed),
         without the markers of an earlier dead-lettering, plus where this one was."""
@@ -81,9 +108,11 @@ class DeadLetter:
 
     def line(self) -> str:
         payload = self.value[:PAYLOAD_PREVIEW].decode(errors="replace")
+        cut = f"cut_down=kept {len(self.value)} of {self.original_size} bytes  "
         return (
             f"{self.address}  source={self.source}  group={self.header('dlq_consumer_group')}  "
-            f"failed_at={self.failed_at}  reason={self.reason!r}  payload={payload!r}"
+            f"failed_at={self.failed_at}  reason={self.reason!r}  size={self.original_size}  "
+            f"{cut if self.cut_down else ''}payload={payload!r}"
         )
 
 
@@ -165,13 +194,15 @@ def select(
 
 
 async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> int:
-    """Republish each dead letter to its source topic; returns how many were sent."""
+    """Republish each dead letter to its source topic; returns how many were sent. Refuses
+    (ValueError, before sending any) if one of them cannot be re-driven."""
+    refusals = [r for r in (letter.refusal() for letter in letters) if r]
+    if refusals:
+        raise ValueError("; ".join(refusals))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
     try:
         for letter in letters:
-            if not letter.source_topic:
-                raise ValueError(f"{letter.address} names no source topic")
             await producer.send_and_wait(
                 letter.source_topic,
                 letter.value,
@@ -197,10 +228,17 @@ async def _run(args: argparse.Namespace) -> int:
         where = ", ".join(f"{p}:{o}" for p, o in sorted(missing))
         print(f"no such dead letter (or not from that source topic): {where}", file=sys.stderr)
         return 2
+    refused = [d for d in chosen if d.refusal()]
+    for letter in refused:
+        print(f"refused: {letter.refusal()}", file=sys.stderr)
+    chosen = [d for d in chosen if not d.refusal()]
     sent = await redrive(args.bootstrap, chosen)
     for letter in chosen:
         print(f"re-drove {letter.address} to {letter.source}")
     print(f"re-drove {sent} dead letter(s)")
+    if refused:
+        print(f"refused {len(refused)} dead letter(s) that cannot be re-driven", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,6 +8,9 @@ Both show the same overview of one namespace (GREENIT_NAMESPACE):
 - consumer-group lag per service (`{namespace}{service}`), from Kafka's admin API: end offset
   minus committed offset, summed over the partitions of the topics the group reads;
 - dead letters (records held by `{namespace}deadletter`), per source topic from their headers;
+- each service's consumers, from its `GET /health` (`consumers`): ok, retrying or stuck, failed
+  deliveries in a row, the age of the oldest record not yet processed (GREENIT_SERVICE_URLS, JSON
+  {service: url}, overrides the default http://127.0.0.1:8001-8004);
 - devices per stage, the oldest and the stuck ones, from intake's `GET /ops/stages`, called with
   an operations API key from GREENIT_OPS_API_KEY at GREENIT_INTAKE_URL (default
   http://127.0.0.1:8001).
@@ -57,6 +60,21 @@ class OpsSettings(ServiceSettings):
 
     ops_api_key: SecretStr | None = Field(None, description="An operations key for intake")
     intake_url: str = "http://127.0.0.1:8001"
+    service_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where each service answers, for its /health: JSON {service: url}; "
+        "intake defaults to intake_url, the others to http://127.0.0.1:8002-8004",
+    )
+
+    def url_of(self, service: str) -> str:
+        if service in self.service_urls:
+            return self.service_urls[service]
+        if service == "intake":
+            return self.intake_url
+        return f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
+DEFAULT_PORTS = {"intake": 8001, "diagnostics": 8002, "allocation": 8003, "recycling": 8004}
 
 
 # ---- what the console and the page show -------------------------------------------------------
@@ -86,6 +104,19 @@ class DeadLetterCount(BaseModel):
     by_source: dict[str, int] = Field(description="Dead letters read so far, per source topic")
 
 
+class ServiceConsumers(BaseModel):
+    """One service's `/health`: its status and how each of its consumer groups fares."""
+
+    service: str
+    url: str
+    status: str = Field(description="ok, retrying, degraded (503), or unreachable")
+    consumers: dict[str, dict[str, Any]] = Field(
+        description="Per consumer group: state (ok, retrying, stuck), failed_deliveries, "
+        "oldest_unprocessed_age_s, last_error, ..."
+    )
+    error: str | None = None
+
+
 class Overview(BaseModel):
     namespace: str
     taken_at: datetime
@@ -98,6 +129,7 @@ class Overview(BaseModel):
     stages: StagesView | None
     stages_error: str | None
     stuck_after: str | None
+    consumers: list[ServiceConsumers] = Field(default_factory=list)
 
 
 # ---- pure arithmetic --------------------------------------------------------------------------
@@ -286,6 +318,7 @@ class Collector:
                 stages=stages,
                 stages_error=stages_error,
                 stuck_after=self.stuck_after,
+                consumers=await self._consumers(),
             )
             self._last_monotonic = time.monotonic()
             return self._last
@@ -403,6 +436,27 @@ class Collector:
                     source = headers.get(DLQ_SOURCE, b"").decode(errors="replace")
                     self._dead_by_source[source.removeprefix(self.namespace) or "unknown"] += 1
 
+    # -- each service's /health --
+
+    async def _consumers(self) -> list[ServiceConsumers]:
+        return list(await asyncio.gather(*(self._health_of(s) for s in SERVICES)))
+
+    async def _health_of(self, service: str) -> ServiceConsumers:
+        url = self.settings.url_of(service)
+        try:
+            response = await self._http.get(url.rstrip("/") + "/health", timeout=5)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return ServiceConsumers(
+                service=service, url=url, status="unreachable", consumers={}, error=repr(exc)
+            )
+        return ServiceConsumers(
+            service=service,
+            url=url,
+            status=str(body.get("status", f"HTTP {response.status_code}")),
+            consumers=body.get("consumers") or {},
+        )
+
     # -- intake --
 
     async def _current_stages(self) -> tuple[StagesView | None, str | None]:
@@ -488,6 +542,38 @@ def lag_table(overview: Overview) -> Table:
     return table
 
 
+def consumers_table(overview: Overview) -> Table:
+    table = Table(title="Consumers (each service's /health)", title_justify="left")
+    for column in (
+        "service",
+        "health",
+        "group",
+        "state",
+        "failed deliveries",
+        "oldest unprocessed",
+    ):
+        table.add_column(column, justify="right" if column == "failed deliveries" else "left")
+    table.add_column("last error", overflow="fold")
+    for entry in overview.consumers:
+        health_style = "" if entry.status in ("ok", "retrying") else "bold red"
+        health = Text(entry.status, style=health_style)
+        if not entry.consumers:
+            table.add_row(entry.service, health, "", "", "", "", entry.error or "")
+        for group, c in entry.consumers.items():
+            state = str(c.get("state", "?"))
+            style = {"ok": "", "retrying": "yellow"}.get(state, "bold red")
+            table.add_row(
+                entry.service,
+                health,
+                group,
+                Text(state, style=style),
+                str(c.get("failed_deliveries", "")),
+                human_duration(float(c.get("oldest_unprocessed_age_s") or 0)),
+                str(c.get("last_error") or ""),
+            )
+    return table
+
+
 def topics_table(overview: Overview) -> Table:
     title = f"Topics (rates over {overview.window_s or 0:.1f} s)"
     table = Table(title=title, title_justify="left")
@@ -524,7 +610,12 @@ def render(overview: Overview) -> Group:
     parts: list[Any] = [header, stages_table(overview)]
     if overview.stages_error:
         parts.append(Text(f"stages: {overview.stages_error}", style="yellow"))
-    parts += [lag_table(overview), dead_letters_table(overview), topics_table(overview)]
+    parts += [
+        lag_table(overview),
+        consumers_table(overview),
+        dead_letters_table(overview),
+        topics_table(overview),
+    ]
     return Group(*parts)
 
 

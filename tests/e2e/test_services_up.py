@@ -8,9 +8,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_each_service_runs_as_its_own_process_and_is_healthy(cluster, service):
+def test_each_service_runs_as_its_own_process_and_is_healthy(cluster, namespace, service):
     body = httpx.get(cluster.urls[service] + "/health").json()
+    consumers = body.pop("consumers")
     assert body == {"service": service, "status": "ok", "kafka": True, "store": True}
+    assert list(consumers) == [namespace + service]
+    assert consumers[namespace + service]["state"] == "ok"
     assert cluster.processes[service].pid not in {
         p.pid for s, p in cluster.processes.items() if s != service
     }
