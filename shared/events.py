@@ -25,6 +25,7 @@ ServiceName = Literal["intake", "diagnostics", "allocation", "recycling"]
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
 Kilograms = Annotated[float, Field(ge=0, le=10_000)]
+DriveSerials = Annotated[list[NonEmpty], Field(max_length=16)]
 
 
 class Contract(BaseModel):
@@ -302,6 +303,11 @@ class DeviceReleasedForRecycling(DeviceEvent):
     category: DeviceCategory
     reason: NonEmpty
     erasure_certificate_id: UUID
+    drive_serials: DriveSerials | None = Field(
+        None,
+        description="Serial of every drive of the device, as diagnosed (empty: it has none); "
+        "absent when not known. Added in v1.1.",
+    )
 
 
 # ---- allocation -------------------------------------------------------------------------------
@@ -382,6 +388,14 @@ class DeviceReturned(DeviceEvent):
     recipient_id: NonEmpty
     reason: Literal["end_of_life", "broken"]
     category: DeviceCategory
+    drive_serials: DriveSerials | None = Field(
+        None,
+        description="Serial of every drive of the device, as diagnosed (empty: it has none); "
+        "absent when not known. Recycling destroys each before dismantling. Added in v1.1.",
+    )
+    erasure_certificate_id: UUID | None = Field(
+        None, description="The erasure certificate the device left custody with; added in v1.1."
+    )
 
 
 # ---- recycling --------------------------------------------------------------------------------
@@ -393,10 +407,18 @@ class DeviceDismantled(DeviceEvent):
     hazardous_parts: list[NonEmpty] = Field(default_factory=list, examples=[["li-ion battery"]])
     storage_destroyed: list[ErasureRecord] = Field(
         default_factory=list,
-        description="Drives physically destroyed at dismantling (required for returned devices).",
+        description="Drives physically destroyed at dismantling (each drive of a returned device).",
     )
     dismantled_by: NonEmpty
     location: NonEmpty
+    drive_serials: DriveSerials | None = Field(
+        None,
+        description="Serial of every drive of the device, each destroyed here or erased under "
+        "the erasure certificate; absent when recycling was not told them. Added in v1.1.",
+    )
+    erasure_certificate_id: UUID | None = Field(
+        None, description="The device's earlier erasure certificate; added in v1.1."
+    )
 
 
 class Recycler(Contract):

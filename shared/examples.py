@@ -161,6 +161,7 @@ EXAMPLES: dict[type[ev.Event], ev.Event] = {
             category=ev.DeviceCategory.LAPTOP,
             reason="mainboard failure",
             erasure_certificate_id=_CERT,
+            drive_serials=[_drive.serial],
             **_envelope,
         ),
         ev.RequestOpened(
@@ -246,6 +247,8 @@ EXAMPLES: dict[type[ev.Event], ev.Event] = {
             recipient_id=_SCHOOL,
             reason="end_of_life",
             category=ev.DeviceCategory.LAPTOP,
+            drive_serials=[_drive.serial],
+            erasure_certificate_id=_CERT,
             **_envelope,
         ),
         ev.DeviceDismantled(
@@ -257,6 +260,8 @@ EXAMPLES: dict[type[ev.Event], ev.Event] = {
             hazardous_parts=["li-ion battery"],
             dismantled_by="tech-omar",
             location="Warehouse Brussels",
+            drive_serials=[_drive.serial],
+            erasure_certificate_id=_CERT,
             **_envelope,
         ),
         ev.LotDispatched(

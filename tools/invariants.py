@@ -43,6 +43,7 @@ OUTBOX_COLLECTIONS: dict[str, tuple[str, ...]] = {
 
 UNWIPED_IN_STOCK = "unwiped_in_stock"
 RECYCLED_WITHOUT_ERASURE = "recycled_without_erasure"
+UNACCOUNTED_DRIVE = "unaccounted_drive"
 RECYCLING_CERTIFICATE = "recycling_certificate_mismatch"
 TWO_PLACES = "device_in_two_places"
 DANGLING_CERTIFICATE = "dangling_certificate"
@@ -207,48 +208,91 @@ def _wiped_before_stock(stores: Stores, report: Report) -> None:
             )
 
 
-def _destroyed_storage(device: Document) -> bool:
+def _destroyed_drives(device: Document) -> set[str]:
     records = (device.get("dismantling") or {}).get("storage_destroyed") or ()
-    return any(r.get("method") == "destroy" and r.get("verified") for r in records)
+    return {
+        str(r.get("drive_serial"))
+        for r in records
+        if r.get("method") == "destroy" and r.get("verified")
+    }
+
+
+def _erased_drives(certificate: Document, methods: Iterable[str]) -> set[str]:
+    allowed = set(methods)
+    return {
+        str(d.get("serial"))
+        for d in certificate.get("drives") or ()
+        if d.get("verified") and d.get("method") in allowed
+    }
+
+
+def _serials(drives: Iterable[Document]) -> set[str]:
+    return {str(d.get("serial")) for d in drives}
+
+
+def _known_drives(stores: Stores, device_id: str) -> set[str]:
+    """Every drive any service recorded for the device: its report, its erasure certificate,
+    allocation's stock specs, recycling's own list."""
+    diagnosed = stores.of("diagnostics", "devices").get(device_id) or {}
+    report_specs = (diagnosed.get("diagnosis") or {}).get("specs") or {}
+    stock_specs = (stores.of("allocation", "stock").get(device_id) or {}).get("specs") or {}
+    recycling = stores.of("recycling", "devices").get(device_id) or {}
+    return (
+        _serials(report_specs.get("drives") or ())
+        | _serials((diagnosed.get("certificate") or {}).get("drives") or ())
+        | _serials(stock_specs.get("drives") or ())
+        | {str(s) for s in recycling.get("drive_serials") or ()}
+    )
 
 
 def _erased_before_recycling(stores: Stores, report: Report) -> None:
+    """A dismantled or recycled device has every known drive erased or destroyed, verified.
+
+    A returned device was used after its erasure, so only a destruction at dismantling counts.
+    A device with no such record at all is `recycled_without_erasure`; one with some drives
+    accounted for and not all is `unaccounted_drive`.
+    """
     diagnostics = stores.of("diagnostics", "devices")
     for device_id, device in stores.of("recycling", "devices").items():
-        if device.get("state") != "recycled":
+        state = device.get("state")
+        if state not in ("dismantled", "recycled"):
             continue
         certificate = (diagnostics.get(device_id) or {}).get("certificate")
-        if device.get("source") == "return":
+        destroyed = _destroyed_drives(device)
+        returned = device.get("source") == "return"
+        if state == "recycled" and returned:
             nothing_to_destroy = certificate is not None and not certificate.get("drives")
-            if not (_destroyed_storage(device) or nothing_to_destroy):
+            if not (destroyed or nothing_to_destroy):
                 report.add(
                     RECYCLED_WITHOUT_ERASURE,
                     device_id,
                     "returned device recycled without a verified destroyed-storage record",
                 )
-            continue
-        if not certificate:
+                continue
+        elif state == "recycled" and not certificate:
             report.add(
                 RECYCLED_WITHOUT_ERASURE,
                 device_id,
                 "recycled, but diagnostics holds no erasure certificate for it",
             )
             continue
-        bad = _unerased_drives(certificate, RECYCLE_METHODS) + _uncertified_drives(
-            diagnostics[device_id], certificate
-        )
-        if bad:
+        erased = set() if returned else _erased_drives(certificate or {}, RECYCLE_METHODS)
+        if missing := sorted(_known_drives(stores, device_id) - destroyed - erased):
             report.add(
-                RECYCLED_WITHOUT_ERASURE,
+                UNACCOUNTED_DRIVE,
                 device_id,
-                f"recycled; drives without a verified erasure or destruction: {bad}",
+                f"{state} after {'a return' if returned else 'release by diagnostics'}; drives "
+                f"without a verified {'destruction' if returned else 'erasure or destruction'}: "
+                f"{missing}",
             )
-        elif device.get("erasure_certificate_id") != certificate.get("certificate_id"):
+            continue
+        named = device.get("erasure_certificate_id")
+        issued = (certificate or {}).get("certificate_id")
+        if state == "recycled" and named != issued and (named or not returned):
             report.add(
                 RECYCLED_WITHOUT_ERASURE,
                 device_id,
-                f"recycling names erasure certificate {device.get('erasure_certificate_id')}, "
-                f"diagnostics issued {certificate.get('certificate_id')}",
+                f"recycling names erasure certificate {named}, diagnostics issued {issued}",
             )
 
 

@@ -414,7 +414,11 @@ def return_device(
     event_id: UUID,
     now: datetime,
 ) -> tuple[StockDevice, DeviceReturned]:
-    """A delivered or broken device comes back; recycling takes it from here."""
+    """A delivered or broken device comes back; recycling takes it from here.
+
+    The event names every drive the device was diagnosed with and its erasure certificate:
+    recycling destroys each of those drives before it dismantles the device.
+    """
     if device.state not in (DeviceState.DELIVERED, DeviceState.BROKEN):
         raise _refuse_device(
             device,
@@ -431,6 +435,8 @@ def return_device(
         recipient_id=device.recipient_id,
         reason=reason,
         category=device.category,
+        drive_serials=[d.serial for d in device.specs.drives],
+        erasure_certificate_id=device.erasure_certificate_id,
     )
     return replace(device, state=DeviceState.RETURNED, note=note, updated_at=now), event
 

@@ -295,6 +295,7 @@ def _certify_if_done(device: Device, now: datetime, ids: Ids) -> tuple[Device, l
             category=device.category,
             reason=diagnosis.reason,
             erasure_certificate_id=certificate.certificate_id,
+            drive_serials=[d.serial for d in diagnosis.specs.drives],
             occurred_at=now,
             correlation_id=device.pickup_id,
             producer="diagnostics",

@@ -22,7 +22,7 @@ from services.intake.certificates import (
     Evidence,
     RecyclingCertificate,
 )
-from shared.events import ErasureRecord
+from shared.events import ErasureRecord, SanitizationMethod
 
 _styles = getSampleStyleSheet()
 _body = _styles["BodyText"]
@@ -170,10 +170,35 @@ def _recycling(c: RecyclingCertificate) -> list[Flowable]:
                 ("Issued by", f"Green IT Lifecycle {c.issued_by}"),
             ]
         ),
+        *_every_drive(c),
         *_drives(
             "Storage destroyed at dismantling",
             c.storage_destroyed,
             "No drive was destroyed at dismantling (see the erasure certificate).",
+        ),
+    ]
+
+
+def _every_drive(c: RecyclingCertificate) -> list[Flowable]:
+    flow: list[Flowable] = [Paragraph("Drives of the device", _styles["Heading3"])]
+    if c.drive_serials is None:
+        return [*flow, Paragraph("Not stated at dismantling: see the drives destroyed.", _body)]
+    if not c.drive_serials:
+        return [*flow, Paragraph("The device had no storage drive.", _body)]
+    destroyed = {
+        r.drive_serial
+        for r in c.storage_destroyed
+        if r.method is SanitizationMethod.DESTROY and r.verified
+    }
+    certificate = c.erasure_certificate_id or "not stated"
+    erased = f"sanitized before release, erasure certificate {certificate}"
+    return [
+        *flow,
+        _table(
+            [
+                (serial, "destroyed at dismantling" if serial in destroyed else erased)
+                for serial in c.drive_serials
+            ]
         ),
     ]
 

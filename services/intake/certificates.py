@@ -86,6 +86,10 @@ class RecyclingCertificate(Frozen):
     device: DeviceIdentity
     fractions: MaterialFractions
     hazardous_parts: list[str]
+    drive_serials: list[str] | None
+    """Every drive of the device: each destroyed at dismantling (`storage_destroyed`) or erased
+    under the erasure certificate. None when the dismantling event predates v1.1."""
+    erasure_certificate_id: UUID | None
     storage_destroyed: list[ErasureRecord]
     dismantled_by: str
     dismantled_at: str
@@ -164,6 +168,8 @@ def recycling_certificate(doc: Document) -> RecyclingCertificate:
         device=identity(doc),
         fractions=MaterialFractions.model_validate(r["fractions"]),
         hazardous_parts=list(d.get("hazardous_parts") or ()),
+        drive_serials=d.get("drive_serials"),
+        erasure_certificate_id=d.get("erasure_certificate_id"),
         storage_destroyed=[
             ErasureRecord.model_validate(e) for e in d.get("storage_destroyed") or ()
         ],

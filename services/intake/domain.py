@@ -508,6 +508,8 @@ def details_of(event: DeviceEvent) -> dict[str, Any]:
                 "storage_destroyed": [e.model_dump(mode="json") for e in event.storage_destroyed],
                 "dismantled_by": event.dismantled_by,
                 "location": event.location,
+                "drive_serials": event.drive_serials,
+                "erasure_certificate_id": _str_or_none(event.erasure_certificate_id),
             }
         case DeviceRecycled():
             return {
@@ -519,6 +521,10 @@ def details_of(event: DeviceEvent) -> dict[str, Any]:
                 "bill_of_lading": event.bill_of_lading,
             }
     return {}
+
+
+def _str_or_none(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def to_millis(t: datetime) -> datetime:

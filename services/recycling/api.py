@@ -30,7 +30,8 @@ class DismantleBody(BaseModel):
     storage_destroyed: list[ErasureRecord] = Field(
         default_factory=list,
         max_length=16,
-        description="Drives destroyed at dismantling; a returned device needs a verified destroy.",
+        description="Drives destroyed at dismantling; a returned device needs a verified destroy "
+        "of every one of its drives.",
     )
     location: NonEmpty
 
@@ -64,6 +65,9 @@ class DeviceView(BaseModel):
     correlation_id: UUID
     admitted_at: datetime
     erasure_certificate_id: UUID | None
+    drive_serials: list[str] | None = Field(
+        description="Every drive of the device (empty: none); null when recycling was not told."
+    )
     fractions: MaterialFractions | None
     total_kg: float | None
     hazardous_parts: list[str]
@@ -85,6 +89,7 @@ class DeviceView(BaseModel):
             correlation_id=device.correlation_id,
             admitted_at=device.admitted_at,
             erasure_certificate_id=device.erasure_certificate_id,
+            drive_serials=None if device.drive_serials is None else list(device.drive_serials),
             fractions=d.fractions if d else None,
             total_kg=round(d.fractions.total_kg, 6) if d else None,
             hazardous_parts=list(d.hazardous_parts) if d else [],
@@ -144,6 +149,10 @@ class CertificateView(BaseModel):
     lot_id: UUID
     bill_of_lading: str
     erasure_certificate_id: UUID | None
+    drive_serials: list[str] = Field(
+        description="Every drive of the device, each destroyed at dismantling (storage_destroyed) "
+        "or erased under the erasure certificate."
+    )
     storage_destroyed: list[ErasureRecord]
     issued_at: datetime
 
@@ -161,6 +170,7 @@ class CertificateView(BaseModel):
             lot_id=c.lot_id,
             bill_of_lading=c.bill_of_lading,
             erasure_certificate_id=c.erasure_certificate_id,
+            drive_serials=list(c.drive_serials),
             storage_destroyed=list(c.storage_destroyed),
             issued_at=c.issued_at,
         )

@@ -1,9 +1,16 @@
 """Recycling's rules: which devices it holds, when one may be dismantled, how lots are composed.
 
 A device arrives released by diagnostics (storage already erased or destroyed) or returned by a
-school (its storage must be destroyed at dismantling, unless it has none: a monitor). It is then
-dismantled into weighed material fractions, and finally leaves in a lot for a certified recycler,
-which makes it recycled (terminal) with a recycling certificate.
+school. A returned device was used since its erasure, so every one of its drives must have a
+verified destroy record before it is dismantled; one unaccounted drive keeps it waiting. It is
+then dismantled into weighed material fractions, and finally leaves in a lot for a certified
+recycler, which makes it recycled (terminal) with a recycling certificate citing every drive.
+
+Which drives a device has comes with the event that hands it over (`drive_serials`, v1.1). A
+device handed over by an older event has drives unknown here (`None`): then the drives staff
+record at dismantling are taken as the device's drives; each must be a verified destroy, and a
+returned device other than a monitor needs at least one. `tools.invariants` checks the result
+against the drives diagnostics recorded.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ class Certificate:
     erasure_certificate_id: UUID | None
     storage_destroyed: tuple[ErasureRecord, ...]
     issued_at: datetime
+    drive_serials: tuple[str, ...] = ()
+    """Every drive of the device: each destroyed at dismantling or erased under the erasure
+    certificate (drives unknown to recycling: those recorded destroyed at dismantling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,8 @@ class Device:
     admitted_by: UUID
     admitted_at: datetime
     erasure_certificate_id: UUID | None = None
+    drive_serials: tuple[str, ...] | None = None
+    """Every drive of the device (empty: none); None when the admitting event did not say."""
     state: State = State.AWAITING_DISMANTLING
     dismantling: Dismantling | None = None
     lot_id: UUID | None = None
@@ -122,10 +134,8 @@ def admit(
             reason="device is already held by recycling",
             correlation_id=existing.correlation_id,
         )
-    if isinstance(event, DeviceReleasedForRecycling):
-        source, certificate_id = Source.DIAGNOSTICS, event.erasure_certificate_id
-    else:
-        source, certificate_id = Source.RETURN, None
+    source = Source.DIAGNOSTICS if isinstance(event, DeviceReleasedForRecycling) else Source.RETURN
+    drives = None if event.drive_serials is None else tuple(event.drive_serials)
     return Device(
         device_id=event.device_id,
         category=event.category,
@@ -133,17 +143,39 @@ def admit(
         correlation_id=event.correlation_id,
         admitted_by=event.event_id,
         admitted_at=event.occurred_at,
-        erasure_certificate_id=certificate_id,
+        erasure_certificate_id=event.erasure_certificate_id,
+        drive_serials=drives,
     )
 
 
-def storage_destruction_required(device: Device) -> bool:
-    """A returned device left our custody wiped, but was used since: its drives are destroyed."""
-    return device.source is Source.RETURN and device.category is not DeviceCategory.MONITOR
+def destroyed_serials(records: Iterable[ErasureRecord]) -> set[str]:
+    destroy = SanitizationMethod.DESTROY
+    return {r.drive_serial for r in records if r.method is destroy and r.verified}
 
 
-def storage_destroyed(records: Iterable[ErasureRecord]) -> bool:
-    return any(r.method is SanitizationMethod.DESTROY and r.verified for r in records)
+def undestroyed_drives(device: Device, records: Sequence[ErasureRecord]) -> list[str] | None:
+    """The drives still to be destroyed before a returned device may be dismantled.
+
+    A released device's drives were erased or destroyed under its erasure certificate: none.
+    A returned device: each of its drives without a verified destroy record. Drives unknown
+    here: each recorded drive without a verified destroy, or None when nothing was recorded for
+    a device that is not a monitor (it must name and destroy its drives).
+    """
+    if device.source is not Source.RETURN:
+        return []
+    destroyed = destroyed_serials(records)
+    if device.drive_serials is not None:
+        return [s for s in device.drive_serials if s not in destroyed]
+    if not records:
+        return [] if device.category is DeviceCategory.MONITOR else None
+    return list(dict.fromkeys(r.drive_serial for r in records if r.drive_serial not in destroyed))
+
+
+def cited_drives(device: Device, records: Sequence[ErasureRecord]) -> tuple[str, ...]:
+    """The drives a dismantling and its certificate account for."""
+    if device.drive_serials is not None:
+        return device.drive_serials
+    return tuple(dict.fromkeys(r.drive_serial for r in records))
 
 
 def dismantle(
@@ -170,13 +202,14 @@ def dismantle(
             reason=f"device is already {device.state.value}",
             correlation_id=device.correlation_id,
         )
-    if storage_destruction_required(device) and not storage_destroyed(destroyed):
+    missing = undestroyed_drives(device, destroyed)
+    if missing is None or missing:
         raise IllegalTransition(
             subject_kind="device",
             subject_id=device_id,
             action="dismantle",
             state=device.state.value,
-            reason="storage of a returned device must be destroyed",
+            reason=_undestroyed_reason(missing),
             correlation_id=device.correlation_id,
         )
     if fractions.total_kg <= 0:
@@ -201,8 +234,22 @@ def dismantle(
         storage_destroyed=list(destroyed),
         dismantled_by=dismantled_by,
         location=location,
+        drive_serials=list(cited_drives(device, destroyed)),
+        erasure_certificate_id=device.erasure_certificate_id,
     )
     return replace(device, state=State.DISMANTLED, dismantling=dismantling), event
+
+
+def _undestroyed_reason(missing: list[str] | None) -> str:
+    if missing is None:
+        return (
+            "storage of a returned device must be destroyed: its drives are unknown to "
+            "recycling, record a verified destroy for each of them"
+        )
+    return (
+        "storage of a returned device must be destroyed: no verified destroy record for "
+        f"drive(s) {', '.join(missing)}"
+    )
 
 
 def sum_fractions(all_fractions: Iterable[MaterialFractions]) -> MaterialFractions:
@@ -316,6 +363,7 @@ def recycle(
         erasure_certificate_id=device.erasure_certificate_id,
         storage_destroyed=device.dismantling.storage_destroyed,
         issued_at=lot.dispatched_at,
+        drive_serials=cited_drives(device, device.dismantling.storage_destroyed),
     )
     event = DeviceRecycled(
         event_id=event_id,

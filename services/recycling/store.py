@@ -40,6 +40,7 @@ def device_doc(device: Device) -> Document:
         "admitted_by": str(device.admitted_by),
         "admitted_at": device.admitted_at,
         "erasure_certificate_id": _str(device.erasure_certificate_id),
+        "drive_serials": None if device.drive_serials is None else list(device.drive_serials),
         "dismantling": _dismantling_doc(device.dismantling),
         "lot_id": _str(device.lot_id),
         "certificate_id": _str(device.certificate.certificate_id if device.certificate else None),
@@ -50,6 +51,7 @@ def device_doc(device: Device) -> Document:
 def device_from(doc: Document) -> Device:
     dismantling = doc.get("dismantling")
     certificate = doc.get("certificate")
+    drives = doc.get("drive_serials")
     return Device(
         device_id=UUID(doc["_id"]),
         category=DeviceCategory(doc["category"]),
@@ -58,6 +60,7 @@ def device_from(doc: Document) -> Device:
         admitted_by=UUID(doc["admitted_by"]),
         admitted_at=doc["admitted_at"],
         erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
+        drive_serials=None if drives is None else tuple(drives),
         state=State(doc["state"]),
         dismantling=_dismantling_from(dismantling) if dismantling else None,
         lot_id=_uuid(doc.get("lot_id")),
@@ -167,6 +170,7 @@ def _certificate_doc(c: Certificate | None) -> Document | None:
         "bill_of_lading": c.bill_of_lading,
         "erasure_certificate_id": _str(c.erasure_certificate_id),
         "storage_destroyed": _erasures(c.storage_destroyed),
+        "drive_serials": list(c.drive_serials),
         "issued_at": c.issued_at,
     }
 
@@ -186,4 +190,5 @@ def _certificate_from(doc: Document) -> Certificate:
         erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
         storage_destroyed=tuple(ErasureRecord(**r) for r in doc["storage_destroyed"]),
         issued_at=issued_at,
+        drive_serials=tuple(doc.get("drive_serials") or ()),
     )

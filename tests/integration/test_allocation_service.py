@@ -353,6 +353,10 @@ async def test_6_a_delivered_device_is_reported_broken_and_returned(svc, reader)
     [back] = returned_events
     assert (str(back.device_id), back.reason, back.category) == (broken_id, "broken", "laptop")
     assert (back.recipient_id, str(back.correlation_id)) == (SCHOOL_A, svc.requests[SCHOOL_A])
+    [ready_event] = [d for d in svc.devices if str(d.device_id) == broken_id]
+    assert back.drive_serials == [d.serial for d in ready_event.specs.drives]
+    assert back.drive_serials
+    assert back.erasure_certificate_id == ready_event.erasure_certificate_id
 
 
 async def test_7_a_request_is_cancelled_once_and_only_by_its_owner_or_staff(svc, reader):

@@ -29,6 +29,7 @@ from tools.invariants import (
     RECYCLING_CERTIFICATE,
     STALE_OUTBOX,
     TWO_PLACES,
+    UNACCOUNTED_DRIVE,
     UNWIPED_IN_STOCK,
     Report,
     check,
@@ -99,13 +100,12 @@ def _diagnostics_device(device_id: str, state: str, certificate_id: str, method:
 def _recycling_device(
     device_id: str, source: str, erasure_id: str | None, lot_id: str, certificate_id: str
 ) -> dict[str, Any]:
-    destroyed = [{"drive_serial": "X", "method": "destroy", "verified": True}]
     return {
         "_id": device_id,
         "state": "recycled",
         "source": source,
         "erasure_certificate_id": erasure_id,
-        "dismantling": {"storage_destroyed": destroyed if source == "return" else []},
+        "dismantling": {"storage_destroyed": [_destroyed(device_id)] if source == "return" else []},
         "lot_id": lot_id,
         "certificate_id": certificate_id,
         "certificate": {
@@ -115,6 +115,10 @@ def _recycling_device(
             "issued_at": LONG_AGO,
         },
     }
+
+
+def _destroyed(device_id: str, serial: str | None = None) -> dict[str, Any]:
+    return {"drive_serial": serial or f"DRV-{device_id[:8]}", "method": "destroy", "verified": True}
 
 
 def _stock(device_id: str, state: str, request_id: str, certificate_id: str) -> dict[str, Any]:
@@ -285,6 +289,96 @@ async def test_a_returned_device_recycled_without_destroyed_storage_is_found(wor
     assert _subjects(report, RECYCLED_WITHOUT_ERASURE) == [world.returned]
 
 
+async def test_a_returned_device_recycled_with_one_of_its_two_drives_destroyed_is_found(
+    world: World,
+):
+    """The shape issue 14 found: both drives wiped before delivery, one destroyed after return."""
+    first = f"DRV-{world.returned[:8]}"
+    device = await world.db("diagnostics").devices.find_one({"_id": world.returned})
+    certificate = device["certificate"] | {
+        "drives": [_certified(first, "clear"), _certified("SECOND", "clear")]
+    }
+    await world.set(
+        "diagnostics",
+        "devices",
+        world.returned,
+        diagnosis={"specs": {"drives": [_drive(first), _drive("SECOND")]}},
+        certificate=certificate,
+    )
+
+    report = await world.check()
+
+    assert report.kinds() == {UNACCOUNTED_DRIVE}
+    assert _subjects(report, UNACCOUNTED_DRIVE) == [world.returned]
+    assert "['SECOND']" in report.violations[0].detail
+    assert first not in report.violations[0].detail
+
+
+async def test_a_drive_known_only_to_allocations_stock_must_be_destroyed_too(world: World):
+    await world.set(
+        "allocation",
+        "stock",
+        world.returned,
+        specs={"drives": [_drive(f"DRV-{world.returned[:8]}"), _drive("ADDED")]},
+    )
+
+    report = await world.check()
+
+    assert report.kinds() == {UNACCOUNTED_DRIVE}
+    assert "['ADDED']" in report.violations[0].detail
+
+
+async def test_a_returned_device_dismantled_with_a_drive_undestroyed_is_found(world: World):
+    await world.db("recycling").devices.insert_one(
+        {
+            "_id": _id(),
+            "state": "dismantled",
+            "source": "return",
+            "drive_serials": ["A1", "A2"],
+            "dismantling": {"storage_destroyed": [_destroyed("", "A1")]},
+        }
+    )
+
+    report = await world.check()
+
+    assert report.kinds() == {UNACCOUNTED_DRIVE}
+    assert "['A2']" in report.violations[0].detail
+
+
+async def test_an_earlier_erasure_does_not_account_for_a_returned_devices_drive(world: World):
+    await world.set(
+        "recycling",
+        "devices",
+        world.returned,
+        dismantling={"storage_destroyed": [_destroyed("", "OTHER")]},
+    )
+
+    report = await world.check()
+
+    assert report.kinds() == {UNACCOUNTED_DRIVE}
+    assert f"DRV-{world.returned[:8]}" in report.violations[0].detail
+
+
+async def test_a_released_devices_drive_destroyed_at_dismantling_is_accounted_for(world: World):
+    serials = [f"DRV-{world.recycled[:8]}", "LATE"]
+    await world.set(
+        "diagnostics",
+        "devices",
+        world.recycled,
+        diagnosis={"specs": {"drives": [_drive(s) for s in serials]}},
+    )
+    assert _subjects(await world.check(), UNACCOUNTED_DRIVE) == [world.recycled]
+
+    await world.set(
+        "recycling",
+        "devices",
+        world.recycled,
+        dismantling={"storage_destroyed": [_destroyed("", "LATE")]},
+    )
+
+    assert (await world.check()).ok
+
+
 async def test_a_recycling_certificate_whose_lot_does_not_list_the_device_is_found(world: World):
     await world.set("recycling", "lots", world.lot, device_ids=[world.returned])
 
@@ -309,7 +403,13 @@ async def test_a_recycling_certificate_of_a_device_not_recycled_is_found(world: 
 
 async def test_a_delivered_device_also_dismantled_in_recycling_is_found(world: World):
     await world.db("recycling").devices.insert_one(
-        {"_id": world.delivered, "state": "dismantled", "source": "return", "lot_id": None}
+        {
+            "_id": world.delivered,
+            "state": "dismantled",
+            "source": "return",
+            "dismantling": {"storage_destroyed": [_destroyed(world.delivered)]},
+            "lot_id": None,
+        }
     )
 
     report = await world.check()

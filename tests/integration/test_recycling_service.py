@@ -1,6 +1,7 @@
 """The recycling service as a real process: fed with events, driven through its HTTP API."""
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -55,6 +56,8 @@ RETURNED_C = DeviceReturned(
     recipient_id="school-malala",
     reason="end_of_life",
     category=DeviceCategory.LAPTOP,
+    drive_serials=["DRV-C-0", "DRV-C-1"],
+    erasure_certificate_id=uuid4(),
 )
 
 
@@ -124,7 +127,8 @@ async def test_released_and_returned_devices_are_held_once_each(namespace, staff
     assert a["erasure_certificate_id"] == str(RELEASED_A.erasure_certificate_id)
     assert a["correlation_id"] == str(PICKUP)
     assert devices[str(C)]["source"] == "return"
-    assert devices[str(C)]["erasure_certificate_id"] is None
+    assert devices[str(C)]["erasure_certificate_id"] == str(RETURNED_C.erasure_certificate_id)
+    assert devices[str(C)]["drive_serials"] == ["DRV-C-0", "DRV-C-1"]
     waiting = await staff.get("/devices", params={"state": "awaiting_dismantling"})
     assert len(waiting.json()) == 4
     assert (await staff.get(f"/devices/{A}")).json() == a
@@ -192,14 +196,23 @@ async def test_dismantling_an_unknown_device_is_refused_and_recorded(namespace, 
         await reader.wait_for(lambda evs: [e for e in evs if e.subject_id == unknown])
 
 
-async def test_a_returned_device_is_dismantled_only_with_its_storage_destroyed(namespace, staff):
+async def test_a_returned_device_is_dismantled_only_with_every_drive_destroyed(namespace, staff):
     async with TopicReader(namespace, "transition.refused", "device.dismantled") as reader:
-        refused = await staff.post(
-            f"/devices/{C}/dismantle",
-            json={"fractions": FRACTIONS, "hazardous_parts": [], "location": "W"},
-        )
-        assert refused.status_code == 409
-        assert refused.json()["detail"] == "storage of a returned device must be destroyed"
+        for records, missing in (([], "DRV-C-0, DRV-C-1"), ([destroyed("DRV-C-0")], "DRV-C-1")):
+            refused = await staff.post(
+                f"/devices/{C}/dismantle",
+                json={
+                    "fractions": FRACTIONS,
+                    "storage_destroyed": records,
+                    "hazardous_parts": [],
+                    "location": "W",
+                },
+            )
+            assert refused.status_code == 409
+            assert refused.json()["detail"] == (
+                "storage of a returned device must be destroyed: no verified destroy record "
+                f"for drive(s) {missing}"
+            )
         refusals = (await staff.get("/refusals")).json()
         assert any(r["subject_id"] == str(C) and r["action"] == "dismantle" for r in refusals)
         await reader.wait_for(
@@ -214,7 +227,7 @@ async def test_a_returned_device_is_dismantled_only_with_its_storage_destroyed(n
             json={
                 "fractions": FRACTIONS,
                 "hazardous_parts": ["li-ion battery"],
-                "storage_destroyed": [destroyed("DRV-C-0")],
+                "storage_destroyed": [destroyed("DRV-C-0"), destroyed("DRV-C-1")],
                 "location": "Warehouse Brussels",
             },
         )
@@ -223,13 +236,47 @@ async def test_a_returned_device_is_dismantled_only_with_its_storage_destroyed(n
         assert view["state"] == "dismantled"
         assert view["dismantled_by"] == "staff-lena"
         assert view["total_kg"] == pytest.approx(1.05)
-        assert view["storage_destroyed"][0]["drive_serial"] == "DRV-C-0"
+        assert [r["drive_serial"] for r in view["storage_destroyed"]] == ["DRV-C-0", "DRV-C-1"]
         events = await reader.wait_for(
             lambda evs: [
                 e for e in evs if e.event_type == "device.dismantled" and e.subject_id == C
             ]
         )
-        assert events[0].storage_destroyed[0].drive_serial == "DRV-C-0"
+        assert [r.drive_serial for r in events[0].storage_destroyed] == ["DRV-C-0", "DRV-C-1"]
+        assert events[0].drive_serials == ["DRV-C-0", "DRV-C-1"]
+        assert events[0].erasure_certificate_id == RETURNED_C.erasure_certificate_id
+
+
+async def test_a_return_of_the_v1_shape_is_held_with_unknown_drives_and_dismantled_safely(
+    namespace, staff
+):
+    legacy = RETURNED_C.model_copy(update={"event_id": uuid4(), "device_id": uuid4()})
+    v1 = legacy.model_dump(mode="json", exclude={"drive_serials", "erasure_certificate_id"})
+    key = str(legacy.device_id).encode()
+    await publish_raw(namespace, "device.returned", json.dumps(v1).encode(), key)
+
+    async def held():
+        response = await staff.get(f"/devices/{legacy.device_id}")
+        return response.json() if response.status_code == 200 else None
+
+    device = await eventually(held)
+    assert device["drive_serials"] is None
+    assert device["erasure_certificate_id"] is None
+    path = f"/devices/{legacy.device_id}/dismantle"
+    body = {"fractions": FRACTIONS, "location": "W"}
+    refused = await staff.post(path, json=body)
+    assert refused.status_code == 409
+    assert "its drives are unknown to recycling" in refused.json()["detail"]
+    unverified = destroyed("DRV-L-1") | {"verified": False}
+    refused = await staff.post(
+        path, json=body | {"storage_destroyed": [destroyed("DRV-L-0"), unverified]}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["detail"].endswith("drive(s) DRV-L-1")
+    done = await staff.post(
+        path, json=body | {"storage_destroyed": [destroyed("DRV-L-0"), destroyed("DRV-L-1")]}
+    )
+    assert done.status_code == 201, done.text
 
 
 async def test_released_devices_are_dismantled_once(staff):
@@ -327,7 +374,10 @@ async def test_a_lot_dispatches_dismantled_devices_and_certifies_each(namespace,
     assert a["erasure_certificate_id"] == str(RELEASED_A.erasure_certificate_id)
     c = (await staff.get(f"/certificates/{by_device[str(C)]}")).json()
     assert c["source"] == "return"
-    assert c["storage_destroyed"][0]["method"] == "destroy"
+    assert c["drive_serials"] == ["DRV-C-0", "DRV-C-1"]
+    assert [r["drive_serial"] for r in c["storage_destroyed"]] == ["DRV-C-0", "DRV-C-1"]
+    assert {r["method"] for r in c["storage_destroyed"]} == {"destroy"}
+    assert c["erasure_certificate_id"] == str(RETURNED_C.erasure_certificate_id)
 
 
 async def test_a_device_cannot_leave_in_a_second_lot(staff):

@@ -235,6 +235,21 @@ def test_a_delivered_device_can_be_returned_at_end_of_life():
     assert event.recipient_id == SCHOOL
 
 
+def test_a_returned_device_names_every_drive_and_its_erasure_certificate_for_recycling():
+    two_drives = HardwareSpecs(
+        drives=[
+            Drive(serial="S1", kind=DriveKind.SSD, capacity_gb=256),
+            Drive(serial="S2", kind=DriveKind.HDD, capacity_gb=1000),
+        ]
+    )
+    device = replace(delivered(), specs=two_drives)
+    _, event = domain.return_device(
+        device, reason="end_of_life", note=None, event_id=uuid4(), now=NOW
+    )
+    assert event.drive_serials == ["S1", "S2"]
+    assert event.erasure_certificate_id == device.erasure_certificate_id
+
+
 def test_a_lost_device_cannot_be_returned():
     lost, _ = domain.report(delivered(), condition="lost", note=None, event_id=uuid4(), now=NOW)
     assert lost.state is DeviceState.LOST

@@ -89,14 +89,20 @@ def wiped(*drives: str) -> DeviceWiped:
     )
 
 
-def dismantled() -> DeviceDismantled:
+def dismantled(
+    *destroyed: str, drives: list[str] | None = None, erasure_certificate_id: UUID | None = None
+) -> DeviceDismantled:
     return DeviceDismantled(
         **_envelope(120, "recycling"),
         fractions=MaterialFractions(plastics_kg=0.5, aluminium_kg=0.25, batteries_kg=0.3),
         hazardous_parts=["li-ion battery"],
-        storage_destroyed=[erasure("DRV-SHRED", SanitizationMethod.DESTROY)],
+        storage_destroyed=[
+            erasure(d, SanitizationMethod.DESTROY) for d in destroyed or ("DRV-SHRED",)
+        ],
         dismantled_by="tech-omar",
         location="Dismantling line 1",
+        drive_serials=drives,
+        erasure_certificate_id=erasure_certificate_id,
     )
 
 
@@ -235,6 +241,40 @@ def test_the_recycling_pdf_lists_fractions_recycler_lot_and_bill_of_lading():
         "device.dismantled",
         "device.recycled",
     ]
+
+
+def test_the_recycling_certificate_cites_every_drive_and_the_erasure_certificate():
+    wipe = wiped("DRV-A", "DRV-B")
+    dismantle = dismantled(
+        "DRV-A", "DRV-B", drives=["DRV-A", "DRV-B"], erasure_certificate_id=wipe.certificate_id
+    )
+    certificate = recycling_certificate(device_doc(received(), wipe, dismantle, recycled()))
+
+    assert certificate.drive_serials == ["DRV-A", "DRV-B"]
+    assert certificate.erasure_certificate_id == wipe.certificate_id
+    assert [r.drive_serial for r in certificate.storage_destroyed] == ["DRV-A", "DRV-B"]
+    text = text_of(render(certificate, URL))
+    drives = text.split("Drives of the device")[1].split("Storage destroyed at dismantling")[0]
+    assert drives.count("destroyed at dismantling") == 2
+    assert "DRV-A" in drives
+    assert "DRV-B" in drives
+
+
+def test_a_released_device_certificate_says_its_drives_were_sanitized_before_release():
+    wipe = wiped("DRV-A")
+    dismantle = dismantled(drives=["DRV-A"], erasure_certificate_id=wipe.certificate_id)
+    certificate = recycling_certificate(device_doc(received(), wipe, dismantle, recycled()))
+
+    text = text_of(render(certificate, URL))
+    assert f"sanitized before release, erasure certificate {wipe.certificate_id}" in text
+
+
+def test_a_dismantling_from_before_v1_1_gives_a_certificate_without_the_drive_list():
+    certificate = recycling_certificate(device_doc(received(), wiped(), dismantled(), recycled()))
+
+    assert certificate.drive_serials is None
+    assert certificate.erasure_certificate_id is None
+    assert "Not stated at dismantling" in text_of(render(certificate, URL))
 
 
 def test_the_public_view_checks_a_digest_and_shows_no_personal_data():

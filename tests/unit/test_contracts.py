@@ -125,3 +125,18 @@ def test_min_specs_take_numbers_only_wherever_they_are_read(wrong):
     with pytest.raises(ValidationError):
         MinSpecs.model_validate_json(json.dumps(wrong))
     assert MinSpecs.model_validate({"cpu_cores": 2, "ram_gb": 4}).ram_gb == 4.0
+
+
+@pytest.mark.parametrize(
+    "event_type", ["device.returned", "device.released_for_recycling", "device.dismantled"]
+)
+def test_a_v1_event_without_the_fields_added_in_v1_1_is_still_read(event_type: str):
+    example = EXAMPLES[EVENT_TYPES[event_type]]
+    added = {"drive_serials"} | (
+        set() if event_type == "device.released_for_recycling" else {"erasure_certificate_id"}
+    )
+    v1 = example.model_dump(mode="json", exclude=added)
+
+    event = decode(json.dumps(v1))
+
+    assert event == example.model_copy(update=dict.fromkeys(added))

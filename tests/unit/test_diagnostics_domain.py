@@ -340,6 +340,7 @@ def test_a_device_decided_for_recycling_is_released_once_drives_are_destroyed_or
     assert isinstance(released, DeviceReleasedForRecycling)
     assert released.reason == "functional grade D: boot failed"
     assert released.erasure_certificate_id == device.certificate_id
+    assert released.drive_serials == ["S1", "S2"]
 
 
 def test_a_device_without_drives_is_certified_with_no_erasures_at_diagnosis():

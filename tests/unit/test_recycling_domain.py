@@ -37,7 +37,15 @@ def released(device_id: UUID | None = None, **kw) -> DeviceReleasedForRecycling:
     )
 
 
-def returned(category: DeviceCategory = DeviceCategory.LAPTOP) -> DeviceReturned:
+TWO_DRIVES = ["DRV-1", "DRV-2"]
+
+
+def returned(
+    category: DeviceCategory = DeviceCategory.LAPTOP,
+    drives: list[str] | None = None,
+    erasure_certificate_id: UUID | None = None,
+) -> DeviceReturned:
+    """A return; without `drives` it has the shape of a v1 event (drives unknown)."""
     return DeviceReturned(
         event_id=uuid4(),
         occurred_at=T,
@@ -47,12 +55,16 @@ def returned(category: DeviceCategory = DeviceCategory.LAPTOP) -> DeviceReturned
         recipient_id="school-malala",
         reason="end_of_life",
         category=category,
+        drive_serials=drives,
+        erasure_certificate_id=erasure_certificate_id,
     )
 
 
-def erasure(method: SanitizationMethod, verified: bool = True) -> ErasureRecord:
+def erasure(
+    method: SanitizationMethod, verified: bool = True, serial: str = "DRV-1"
+) -> ErasureRecord:
     return ErasureRecord(
-        drive_serial="DRV-1",
+        drive_serial=serial,
         method=method,
         technique="shredding",
         tool="HSM shredder",
@@ -107,9 +119,18 @@ def test_a_released_device_awaits_dismantling_with_its_erasure_certificate():
     assert device.category is DeviceCategory.LAPTOP
 
 
-def test_a_returned_device_awaits_dismantling_without_an_erasure_certificate():
+def test_a_returned_device_awaits_dismantling_with_its_drives_and_erasure_certificate():
+    certificate_id = uuid4()
+    device = admitted(returned(drives=TWO_DRIVES, erasure_certificate_id=certificate_id))
+    assert device.source is Source.RETURN
+    assert device.drive_serials == ("DRV-1", "DRV-2")
+    assert device.erasure_certificate_id == certificate_id
+
+
+def test_a_return_of_the_v1_shape_is_held_with_its_drives_unknown():
     device = admitted(returned())
     assert device.source is Source.RETURN
+    assert device.drive_serials is None
     assert device.erasure_certificate_id is None
 
 
@@ -154,10 +175,59 @@ def test_a_dismantled_device_cannot_be_dismantled_again():
     assert refused.value.state == "dismantled"
 
 
-def test_a_returned_laptop_cannot_be_dismantled_without_destroying_its_storage():
+def test_a_returned_laptop_with_one_of_its_two_drives_destroyed_is_refused_naming_the_other():
+    device = admitted(returned(drives=TWO_DRIVES))
+    with pytest.raises(IllegalTransition) as refused:
+        _dismantle(device, [erasure(SanitizationMethod.DESTROY, serial="DRV-1")])
+    assert refused.value.reason == (
+        "storage of a returned device must be destroyed: no verified destroy record for "
+        "drive(s) DRV-2"
+    )
+    assert refused.value.state == "awaiting_dismantling"
+
+
+def test_a_returned_laptop_with_none_of_its_drives_destroyed_is_refused_naming_both():
+    with pytest.raises(IllegalTransition) as refused:
+        _dismantle(admitted(returned(drives=TWO_DRIVES)), [])
+    assert refused.value.reason.endswith("drive(s) DRV-1, DRV-2")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        erasure(SanitizationMethod.PURGE, serial="DRV-2"),
+        erasure(SanitizationMethod.DESTROY, verified=False, serial="DRV-2"),
+        erasure(SanitizationMethod.DESTROY, serial="DRV-3"),
+    ],
+)
+def test_each_drive_of_a_returned_laptop_needs_its_own_verified_destroy_record(second):
+    first = erasure(SanitizationMethod.DESTROY, serial="DRV-1")
+    with pytest.raises(IllegalTransition) as refused:
+        _dismantle(admitted(returned(drives=TWO_DRIVES)), [first, second])
+    assert refused.value.reason.endswith("drive(s) DRV-2")
+
+
+def test_a_returned_laptop_with_every_drive_destroyed_is_dismantled_citing_them():
+    certificate_id = uuid4()
+    device = admitted(returned(drives=TWO_DRIVES, erasure_certificate_id=certificate_id))
+    records = [erasure(SanitizationMethod.DESTROY, serial=s) for s in reversed(TWO_DRIVES)]
+    dismantled_device, event = _dismantle(device, records)
+    assert dismantled_device.state is State.DISMANTLED
+    assert event.storage_destroyed == records
+    assert event.drive_serials == TWO_DRIVES
+    assert event.erasure_certificate_id == certificate_id
+
+
+def test_a_returned_device_without_drives_has_nothing_to_destroy():
+    device, event = _dismantle(admitted(returned(drives=[])), [])
+    assert device.state is State.DISMANTLED
+    assert event.drive_serials == []
+
+
+def test_a_v1_return_of_a_laptop_is_refused_until_its_recorded_drives_are_destroyed():
     with pytest.raises(IllegalTransition) as refused:
         _dismantle(admitted(returned()), [])
-    assert refused.value.reason == "storage of a returned device must be destroyed"
+    assert "its drives are unknown to recycling" in refused.value.reason
 
 
 @pytest.mark.parametrize(
@@ -165,21 +235,27 @@ def test_a_returned_laptop_cannot_be_dismantled_without_destroying_its_storage()
     [
         [erasure(SanitizationMethod.PURGE)],
         [erasure(SanitizationMethod.DESTROY, verified=False)],
+        [
+            erasure(SanitizationMethod.DESTROY),
+            erasure(SanitizationMethod.DESTROY, verified=False, serial="DRV-2"),
+        ],
     ],
 )
-def test_a_returned_laptop_needs_a_verified_destroy_record(records):
-    with pytest.raises(IllegalTransition):
+def test_a_v1_return_needs_a_verified_destroy_of_every_drive_recorded(records):
+    with pytest.raises(IllegalTransition) as refused:
         _dismantle(admitted(returned()), records)
+    assert refused.value.reason.endswith(records[-1].drive_serial)
 
 
-def test_a_returned_laptop_with_verified_destroyed_storage_is_dismantled():
-    record = erasure(SanitizationMethod.DESTROY)
-    device, event = _dismantle(admitted(returned()), [record])
+def test_a_v1_return_with_its_recorded_drives_destroyed_is_dismantled_citing_them():
+    records = [erasure(SanitizationMethod.DESTROY, serial=s) for s in TWO_DRIVES]
+    device, event = _dismantle(admitted(returned()), records)
     assert device.state is State.DISMANTLED
-    assert event.storage_destroyed == [record]
+    assert event.storage_destroyed == records
+    assert event.drive_serials == TWO_DRIVES
 
 
-def test_a_returned_monitor_has_no_storage_to_destroy():
+def test_a_v1_return_of_a_monitor_has_no_storage_to_destroy():
     device, _ = _dismantle(admitted(returned(DeviceCategory.MONITOR)), [])
     assert device.state is State.DISMANTLED
 
@@ -281,6 +357,32 @@ def test_a_recycled_device_is_terminal_and_certified_with_its_own_fractions():
         domain.recycle(
             recycled, lot, certificate_id=certificate_id, event_id=uuid4(), causation_id=cause
         )
+
+
+def test_a_returned_device_is_certified_with_every_drive_and_its_erasure_certificate():
+    certificate_id = uuid4()
+    records = [erasure(SanitizationMethod.DESTROY, serial=s) for s in TWO_DRIVES]
+    device = dismantled(
+        admitted(returned(drives=TWO_DRIVES, erasure_certificate_id=certificate_id)), records
+    )
+    lot = domain.compose_lot(uuid4(), RECYCLER, [(device.device_id, device)], T)
+    recycled, _ = domain.recycle(
+        device, lot, certificate_id=uuid4(), event_id=uuid4(), causation_id=uuid4()
+    )
+    assert recycled.certificate is not None
+    assert recycled.certificate.drive_serials == ("DRV-1", "DRV-2")
+    assert recycled.certificate.storage_destroyed == tuple(records)
+    assert recycled.certificate.erasure_certificate_id == certificate_id
+
+
+def test_a_released_device_is_certified_with_the_drives_diagnostics_named():
+    device = dismantled(admitted(released(drive_serials=TWO_DRIVES)))
+    lot = domain.compose_lot(uuid4(), RECYCLER, [(device.device_id, device)], T)
+    recycled, _ = domain.recycle(
+        device, lot, certificate_id=uuid4(), event_id=uuid4(), causation_id=uuid4()
+    )
+    assert recycled.certificate is not None
+    assert recycled.certificate.drive_serials == ("DRV-1", "DRV-2")
 
 
 def test_a_lot_dispatched_event_names_the_bill_of_lading_and_every_device():
