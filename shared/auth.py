@@ -151,7 +151,8 @@ class FailedAuthentications:
         return max(1, math.ceil(failures[0] + self.window_s - now))
 
     def trusts(self, address: str, key_hash: str) -> bool:
-        seen = self._trusted.get(address, {}).get(key_hash)
+        keys = self._trusted.get(address)
+        seen = keys.get(key_hash) if keys is not None else None
         return seen is not None and seen > self.clock() - self.trust_s
 
     def failed(self, address: str) -> None:
@@ -279,9 +280,7 @@ async def revoke_partner(
     for database in _databases(client, settings):
         active = {"partner_id": partner_id, "revoked": False}
         revoked |= {d["_id"] async for d in database.api_keys.find(active, {"_id": 1})}
-        await database.api_keys.update_many(
-            active, {"$set": {"revoked": True, "revoked_at": at}}
-        )
+        await database.api_keys.update_many(active, {"$set": {"revoked": True, "revoked_at": at}})
     return len(revoked)
 
 

@@ -124,9 +124,7 @@ def test_every_route_answers_every_caller_as_the_readme_says(urls, keys):
         ("recipient", "recycling"),
     ],
 )
-def test_a_valid_key_on_a_service_its_role_may_not_use_is_403_saying_so(
-    urls, keys, role, service
-):
+def test_a_valid_key_on_a_service_its_role_may_not_use_is_403_saying_so(urls, keys, role, service):
     response = httpx.get(urls[service] + "/devices", headers={"X-API-Key": keys[role]})
 
     assert response.status_code == 403
