@@ -5,7 +5,8 @@ handlers (no key, wrong role, unknown id, refused transition, busy store) it can
 follow from the route's shape, so they are added to the generated document by rule:
 
 - a route that takes a body: 400 when the body cannot be parsed at all (FastAPI's own answer);
-- a route that needs an API key (it has a security requirement): 401 and 403;
+- a route that needs an API key (it has a security requirement): 401, 403 and 429 (too many
+  failed authentications from the caller's address, with Retry-After);
 - a route about one resource (a path parameter), or changing state with ids in its body: 404;
 - a route changing state (POST/PUT/PATCH/DELETE): 409;
 - every route reads the store: 503 when it is busy or unreachable (with Retry-After).
@@ -40,6 +41,7 @@ ANSWERS: dict[int, str] = {
     400: "The body could not be parsed (not JSON, or not in the declared encoding)",
     401: "No API key, or an unknown or revoked one (X-API-Key)",
     403: "The key's role may not do this",
+    429: "Too many unknown or revoked keys from this address: try again after Retry-After seconds",
     404: "No such resource, or one this partner may not see",
     409: "Refused in the resource's current state (the refusal is recorded and published)",
     503: "The store is busy or unreachable: try again after Retry-After seconds",
@@ -54,7 +56,7 @@ def error_answers(path: str, method: str, operation: dict[str, Any]) -> list[int
     changes = method in CHANGES
     codes = [400] if has_body else []
     if operation.get("security"):
-        codes += [401, 403]
+        codes += [401, 403, 429]
     if "{" in path or (changes and has_body):
         codes.append(404)
     if changes:

@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 from starlette.routing import Route
 
 from shared import mongo, observability
-from shared.auth import Principal, Role, authenticator, require
+from shared.auth import FailedAuthentications, Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
 from shared.kafka import EventBus, is_transient
@@ -56,7 +56,10 @@ class Runtime:
     def __init__(self, settings: ServiceSettings, bus: EventBus) -> None:
         self.settings = settings
         self.bus = bus
-        self.authenticate = authenticator(lambda: self.db)
+        self.failed_authentications = FailedAuthentications(settings.auth_failures_per_minute)
+        self.authenticate = authenticator(
+            lambda: self.db, settings.service, self.failed_authentications
+        )
 
     @property
     def producer(self) -> ServiceName:

@@ -81,6 +81,15 @@ class ServiceSettings(BaseSettings):
         "filter field names, never values) as 'slow store command'; 0 turns it off.",
     )
 
+    auth_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Unknown or revoked API keys one client address may present in a sliding "
+        "minute; past it, its unknown keys are answered 429 with Retry-After until the oldest "
+        "failure is a minute old (keys that authenticated from that address keep working); "
+        "0 turns it off.",
+    )
+
     @property
     def database(self) -> str:
         return f"{self.namespace}{self.mongo_db_prefix}_{self.service}"

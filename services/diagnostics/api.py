@@ -151,7 +151,8 @@ def device_view(device: Device) -> DeviceView:
 
 def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
     api = APIRouter(tags=["diagnostics"])
-    staff = Depends(runtime.require(Role.STAFF, Role.OPERATIONS))
+    staff = Depends(runtime.require(Role.STAFF))
+    reader = Depends(runtime.require(Role.STAFF, Role.OPERATIONS))
 
     @api.post(
         "/devices/{device_id}/reports",
@@ -217,7 +218,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
         )
 
     @api.get("/devices/{device_id}", summary="One device: received data, report, erasures")
-    async def get_device(device_id: UUID, principal: Annotated[Principal, staff]) -> DeviceView:
+    async def get_device(device_id: UUID, principal: Annotated[Principal, reader]) -> DeviceView:
         loaded = await store.load_device(runtime.db, device_id)
         if loaded is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received")
@@ -225,7 +226,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
 
     @api.get("/devices", summary="Devices in diagnostics, optionally in one state")
     async def list_devices(
-        principal: Annotated[Principal, staff],
+        principal: Annotated[Principal, reader],
         state: DeviceState | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[DeviceView]:
@@ -234,7 +235,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
 
     @api.get("/certificates/{certificate_id}", summary="An erasure certificate")
     async def get_certificate(
-        certificate_id: UUID, principal: Annotated[Principal, staff]
+        certificate_id: UUID, principal: Annotated[Principal, reader]
     ) -> Certificate:
         certificate = await store.load_certificate(runtime.db, certificate_id)
         if certificate is None:
@@ -242,7 +243,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
         return certificate
 
     @api.get("/rules", summary="The grading rules in force")
-    async def get_rules(principal: Annotated[Principal, staff]) -> GradingRules:
+    async def get_rules(principal: Annotated[Principal, reader]) -> GradingRules:
         return rules
 
     return api

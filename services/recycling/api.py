@@ -178,14 +178,15 @@ class CertificateView(BaseModel):
 
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter(tags=["recycling"])
-    Staff = Annotated[Principal, Depends(runtime.require(Role.STAFF, Role.OPERATIONS))]
+    Staff = Annotated[Principal, Depends(runtime.require(Role.STAFF))]
+    Reader = Annotated[Principal, Depends(runtime.require(Role.STAFF, Role.OPERATIONS))]
 
     @api.get("/devices", summary="Devices recycling holds, optionally in one state")
-    async def list_devices(_: Staff, state: State | None = None) -> list[DeviceView]:
+    async def list_devices(_: Reader, state: State | None = None) -> list[DeviceView]:
         return [DeviceView.of(d) for d in await store.load_devices(runtime.db, state)]
 
     @api.get("/devices/{device_id}", summary="One device recycling holds")
-    async def get_device(_: Staff, device_id: UUID) -> DeviceView:
+    async def get_device(_: Reader, device_id: UUID) -> DeviceView:
         device = await store.load_device(runtime.db, device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id} is not here")
@@ -238,19 +239,19 @@ def router(runtime: Runtime) -> APIRouter:
 
     @api.get("/lots", summary="Lots, newest first")
     async def list_lots(
-        _: Staff, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        _: Reader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[LotView]:
         return [LotView.of(d) for d in await store.lot_docs(runtime.db, limit)]
 
     @api.get("/lots/{lot_id}", summary="One lot")
-    async def get_lot(_: Staff, lot_id: UUID) -> LotView:
+    async def get_lot(_: Reader, lot_id: UUID) -> LotView:
         doc = await store.load_lot_doc(runtime.db, lot_id)
         if doc is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"lot {lot_id} does not exist")
         return LotView.of(doc)
 
     @api.get("/certificates/{certificate_id}", summary="A device's recycling certificate")
-    async def get_certificate(_: Staff, certificate_id: UUID) -> CertificateView:
+    async def get_certificate(_: Reader, certificate_id: UUID) -> CertificateView:
         certificate = await store.load_certificate(runtime.db, certificate_id)
         if certificate is None:
             raise HTTPException(

@@ -3,7 +3,7 @@
 Partner A (a donor and a school) gets a pickup, two scanned and wiped devices, a request, one
 delivered shipment and one still on its way; partner B (another donor, another school) then
 tries every partner-scoped read and write on them and gets 403 or 404 each time, and A's data
-is unchanged afterwards. Keys work only in the services of their role (401 elsewhere), and the
+is unchanged afterwards. Keys work only in the services of their role (403 elsewhere), and the
 services listen on the loopback interface only.
 """
 
@@ -324,10 +324,13 @@ def test_the_owner_itself_is_allowed_what_the_other_partner_was_denied(partners:
         (SCHOOL_A, "recycling", "/devices"),
     ],
 )
-def test_a_partner_key_is_unknown_outside_the_services_of_its_role(
+def test_a_partner_key_is_refused_outside_the_services_of_its_role(
     partners: Partners, who: str, service: str, path: str
 ):
-    assert partners.call(service, who, "GET", path).status_code == 401
+    response = partners.call(service, who, "GET", path)
+
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith(f"this role may not use {service}")
 
 
 def test_staff_cannot_ask_for_a_pickup_as_a_donor(partners: Partners):
@@ -340,8 +343,8 @@ def test_partner_keys_cannot_read_a_device_in_diagnostics_or_lots_in_recycling(
     partners: Partners,
 ):
     device = partners.delivered_device
-    assert partners.call("diagnostics", SCHOOL_A, "GET", f"/devices/{device}").status_code == 401
-    assert partners.call("recycling", DONOR_A, "GET", "/lots").status_code == 401
+    assert partners.call("diagnostics", SCHOOL_A, "GET", f"/devices/{device}").status_code == 403
+    assert partners.call("recycling", DONOR_A, "GET", "/lots").status_code == 403
 
 
 def test_the_partners_data_is_unchanged_after_the_other_partners_attempts(partners: Partners):

@@ -3,15 +3,30 @@
 import hashlib
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from shared.auth import hash_key, new_key
 from tests.conftest import MONGO_URL
 from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
+
+_SOON = datetime.now(UTC) + timedelta(days=1)
+PICKUP = {
+    "address": {
+        "street": "Rue de la Loi 42",
+        "postal_code": "1040",
+        "city": "Brussels",
+        "country": "BE",
+    },
+    "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
+    "window": {"start": _SOON.isoformat(), "end": (_SOON + timedelta(days=2)).isoformat()},
+    "expected": {"laptop": 2},
+}
 
 
 def _cli(env, *args: str) -> str:
@@ -42,11 +57,13 @@ async def test_a_key_is_printed_once_stored_only_as_its_hash_and_works_until_rev
 
     client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
     try:
-        docs = await client[f"{namespace}greenit_intake"].api_keys.find().to_list()
-        assert [d["_id"] for d in docs] == [hashlib.sha256(key.encode()).hexdigest()]
-        assert key not in repr(docs)
-        for service in ("diagnostics", "allocation", "recycling"):
-            assert await client[f"{namespace}greenit_{service}"].api_keys.count_documents({}) == 0
+        for service in ("intake", "diagnostics", "allocation", "recycling"):
+            docs = await client[f"{namespace}greenit_{service}"].api_keys.find().to_list()
+            assert [d["_id"] for d in docs] == [hashlib.sha256(key.encode()).hexdigest()]
+            assert [(d["partner_id"], d["role"], d["revoked"]) for d in docs] == [
+                ("acme", "donor", False)
+            ], "every service knows every key, to answer 403 for a role it does not serve"
+            assert key not in repr(docs)
     finally:
         await client.close()
 
@@ -57,7 +74,9 @@ async def test_a_key_is_printed_once_stored_only_as_its_hash_and_works_until_rev
     assert "acme" in listing
     assert key not in listing
 
-    assert _cli(base_env, "revoke", "--partner", "acme") == "revoked 1 key record(s)"
+    assert _cli(base_env, "revoke", "--partner", "acme") == (
+        "revoked 1 key(s) of acme in intake, diagnostics, allocation, recycling"
+    )
     response = httpx.get(intake + "/pickups", headers={"X-API-Key": key})
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
@@ -68,3 +87,49 @@ def test_a_staff_key_is_stored_in_every_service(base_env, namespace):
     listing = _cli(base_env, "list")
     assert "lena" in listing
     assert "staff" in listing
+
+
+def test_a_partner_id_or_name_longer_than_the_events_allow_is_refused_at_creation(base_env):
+    for args in (("--partner", "a" * 250), ("--partner", "acme-2", "--name", "N" * 250)):
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.auth", "create-key", "--role", "donor", *args],
+            env=base_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert "at most 200 characters" in result.stderr
+        assert result.stdout == ""
+
+
+def test_the_longest_partner_id_the_cli_accepts_can_ask_for_a_pickup(intake, base_env):
+    key = _cli(base_env, "create-key", "--role", "donor", "--partner", "a" * 200)
+
+    response = httpx.post(intake + "/pickups", headers={"X-API-Key": key}, json=PICKUP)
+
+    assert response.status_code == 201, response.text
+
+
+async def test_sync_gives_every_service_the_keys_one_of_them_had(intake, base_env, namespace):
+    key = new_key()
+    client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
+    try:
+        old = {
+            "_id": hash_key(key),
+            "partner_id": "school-old",
+            "role": "recipient",
+            "name": "Old School",
+            "created_at": datetime.now(UTC),
+            "revoked": False,
+        }
+        await client[f"{namespace}greenit_allocation"].api_keys.insert_one(old)
+        assert httpx.get(intake + "/pickups", headers={"X-API-Key": key}).status_code == 401
+
+        assert "now known to intake, diagnostics, allocation, recycling" in _cli(base_env, "sync")
+
+        response = httpx.get(intake + "/pickups", headers={"X-API-Key": key})
+        assert response.status_code == 403
+        assert response.json()["detail"] == "this role may not use intake: recipient"
+    finally:
+        await client.close()

@@ -141,16 +141,19 @@ async def test_unknown_devices_lots_and_certificates_are_404(staff):
         assert response.json()["detail"]
 
 
-async def test_callers_without_a_staff_key_are_401(service, keys):
+async def test_only_staff_write_and_operations_read(service, keys):
     async with httpx.AsyncClient(base_url=service, timeout=30) as client:
         assert (await client.get("/devices")).status_code == 401
         for who in ("donor", "school"):
             headers = {"X-API-Key": keys[who]}
-            assert (await client.get("/devices", headers=headers)).status_code == 401
+            assert (await client.get("/devices", headers=headers)).status_code == 403
             posted = await client.post("/lots", headers=headers, json={})
-            assert posted.status_code == 401
-        ops = await client.get("/devices", headers={"X-API-Key": keys["ops"]})
-        assert ops.status_code == 200
+            assert posted.status_code == 403
+        ops = {"X-API-Key": keys["ops"]}
+        assert (await client.get("/devices", headers=ops)).status_code == 200
+        assert (await client.post("/lots", headers=ops, json={})).status_code == 403
+        dismantled = await client.post(f"/devices/{uuid4()}/dismantle", headers=ops, json={})
+        assert dismantled.status_code == 403
 
 
 @pytest.mark.parametrize(
