@@ -444,9 +444,7 @@ def store_commands_since(log: Path, offset: int) -> list[dict[str, Any]]:
     with log.open("rb") as f:
         f.seek(offset)
         lines = f.read().decode(errors="replace").splitlines()
-    return [
-        json.loads(line)["store_command"] for line in lines if '"slow store command"' in line
-    ]
+    return [json.loads(line)["store_command"] for line in lines if '"slow store command"' in line]
 
 
 async def test_a_scan_reads_by_id_only_however_long_another_pickups_list_is(

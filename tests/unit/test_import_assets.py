@@ -71,9 +71,7 @@ NOTHING_KNOWN = Known(stored={}, serial_holders={}, devices_by_tag={}, devices_b
 def plan(
     *rows: ManifestRow, known: Known = NOTHING_KNOWN, shown_to: str | None = None
 ) -> list[manifest.Write | RowError]:
-    return manifest.plan_import(
-        pickup(), rows, known, now=T0, by="staff-lena", shown_to=shown_to
-    )
+    return manifest.plan_import(pickup(), rows, known, now=T0, by="staff-lena", shown_to=shown_to)
 
 
 def stored(row: ManifestRow, **extra: Any) -> dict[str, Any]:
