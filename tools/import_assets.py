@@ -11,8 +11,10 @@ tabs when the header uses those; with semicolons a decimal comma (`1,5`) is read
 
 Rows go to intake in chunks, with a progress bar; each refused row is printed with its line in
 the file and the field at fault, then one summary line. Importing the same file again changes
-nothing (every row `unchanged`). Exit code: 0 every row stored, 1 some rows refused, 2 nothing
-could be imported (file, key, pickup or connection).
+nothing (every row `unchanged`). The whole file is read before any row is sent: a line the CSV
+reader cannot read (a cell over 128 KiB, ...) refuses the file, naming the line. Exit code: 0
+every row stored, 1 some rows refused, 2 nothing could be imported (file, key, pickup,
+connection, or the pickup's limit of rows).
 """
 
 from __future__ import annotations
@@ -137,20 +139,31 @@ def parse_csv(text: str) -> Parsed:
     first_line = text.split("\n", 1)[0]
     delimiter = delimiter_of(first_line)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = next(reader, None)
-    if header is None or not any(cell.strip() for cell in header):
-        raise FileRefused("the file is empty: the first line must name the columns")
-    columns = columns_of(header)
-    parsed = Parsed()
-    line = reader.line_num + 1
-    for cells in reader:
-        row_or_error = _row(cells, columns, line, decimal_comma=delimiter == ";")
-        if isinstance(row_or_error, LineError):
-            parsed.errors.append(row_or_error)
-        elif row_or_error:
-            parsed.rows.append(row_or_error)
+    line = 1
+    try:
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise FileRefused("the file is empty: the first line must name the columns")
+        columns = columns_of(header)
+        parsed = Parsed()
         line = reader.line_num + 1
+        for cells in reader:
+            row_or_error = _row(cells, columns, line, decimal_comma=delimiter == ";")
+            if isinstance(row_or_error, LineError):
+                parsed.errors.append(row_or_error)
+            elif row_or_error:
+                parsed.rows.append(row_or_error)
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise FileRefused(f"line {line}: {_unreadable(exc)}; nothing was imported") from exc
     return _without_repeats(parsed)
+
+
+def _unreadable(exc: csv.Error) -> str:
+    """Why the csv module could not read a line, in the donor's terms."""
+    if "field larger than field limit" in str(exc):
+        return f"a cell is longer than {csv.field_size_limit():,} characters"
+    return f"the line cannot be read as CSV ({exc})"
 
 
 def _row(

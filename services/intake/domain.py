@@ -209,6 +209,34 @@ class KnownDevice:
     pickup_id: UUID
     asset_tag: str
     stage: str
+    partner_id: str | None = None
+
+
+class HeldElsewhere(IllegalTransition):
+    """A scan's asset tag or serial belongs to a device of another pickup.
+
+    `reason` names that pickup or the tag its device carries: staff may read it. Another donor
+    may not (partners see only their own data), so `partner_reason` says only that another
+    donor holds it.
+    """
+
+    def __init__(self, *, owner: str | None, partner_reason: str, **refusal: Any) -> None:
+        super().__init__(**refusal)
+        self.owner = owner
+        self.partner_reason = partner_reason
+
+    def reason_for(self, partner_id: str | None) -> str:
+        """The reason as this partner may read it (None: staff, who see every detail)."""
+        if partner_id is None or partner_id == self.owner:
+            return self.reason
+        return self.partner_reason
+
+
+def reason_for(refused: IllegalTransition, partner_id: str | None) -> str:
+    """A refusal's reason as this partner may read it (None: staff)."""
+    if isinstance(refused, HeldElsewhere):
+        return refused.reason_for(partner_id)
+    return refused.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,11 +289,12 @@ def decide_scan(
         if by_tag is not None:
             return _same(pickup, by_tag, f"asset tag {scan.asset_tag}")
         if by_serial is not None:
+            what = f"{scan.make} serial {scan.serial_number}"
             raise _refuse_device(
                 pickup,
                 by_serial,
-                f"{scan.make} serial {scan.serial_number} is already registered "
-                f"as asset tag {by_serial.asset_tag}",
+                what,
+                f"{what} is already registered as asset tag {by_serial.asset_tag}",
             )
         return NewDevice(asset_tag=scan.asset_tag)
     if by_serial is not None:
@@ -278,13 +307,16 @@ def _same(pickup: Pickup, existing: KnownDevice, what: str) -> SameDevice:
         raise _refuse_device(
             pickup,
             existing,
+            what,
             f"{what} already belongs to a device of pickup {existing.pickup_id}",
         )
     return SameDevice(existing.device_id)
 
 
-def _refuse_device(pickup: Pickup, existing: KnownDevice, reason: str) -> IllegalTransition:
-    return IllegalTransition(
+def _refuse_device(pickup: Pickup, existing: KnownDevice, what: str, reason: str) -> HeldElsewhere:
+    return HeldElsewhere(
+        owner=existing.partner_id,
+        partner_reason=f"{what} is already registered to another donor",
         subject_kind="device",
         subject_id=existing.device_id,
         action="scan device",

@@ -51,7 +51,7 @@ app = create_app(
         certificate_api.router(runtime, settings),
         report_api.router(runtime, settings),
         ops_api.router(runtime),
-        manifest_api.router(runtime),
+        manifest_api.router(runtime, settings),
     ],
     description="Pickups requested by donors; devices scanned into the warehouse; "
     "the donor's view of what became of each device.",

@@ -285,10 +285,17 @@ class Write:
 
 
 def plan_import(
-    pickup: Pickup, rows: Iterable[ManifestRow], known: Known, *, now: datetime, by: str
+    pickup: Pickup,
+    rows: Iterable[ManifestRow],
+    known: Known,
+    *,
+    now: datetime,
+    by: str,
+    shown_to: str | None,
 ) -> list[Write | RowError]:
-    """Decide each valid row: refused (with the reason), or created, updated or unchanged."""
-    return [_decide_row(pickup, row, known, now=now, by=by) for row in rows]
+    """Decide each valid row: refused (with the reason as the partner `shown_to` may read it;
+    None: staff), or created, updated or unchanged."""
+    return [_decide_row(pickup, row, known, now=now, by=by, shown_to=shown_to) for row in rows]
 
 
 def writes_of(decisions: Iterable[Write | RowError]) -> list[Write]:
@@ -297,9 +304,9 @@ def writes_of(decisions: Iterable[Write | RowError]) -> list[Write]:
 
 
 def _decide_row(
-    pickup: Pickup, row: ManifestRow, known: Known, *, now: datetime, by: str
+    pickup: Pickup, row: ManifestRow, known: Known, *, now: datetime, by: str, shown_to: str | None
 ) -> Write | RowError:
-    refused = scan_refusal(pickup, row, known)
+    refused = scan_refusal(pickup, row, known, shown_to=shown_to)
     if refused is not None:
         return refused
     this_id = row_id(pickup.pickup_id, row)
@@ -339,16 +346,19 @@ def classify(fields: Document, stored: Document | None) -> Outcome:
     return "updated"
 
 
-def scan_refusal(pickup: Pickup, row: ManifestRow, known: Known) -> RowError | None:
+def scan_refusal(
+    pickup: Pickup, row: ManifestRow, known: Known, *, shown_to: str | None
+) -> RowError | None:
     """Why scanning this row's device would be refused (a device of another pickup holds its
-    tag or serial, ...), judged by the scan's own rule."""
+    tag or serial, ...), judged by the scan's own rule; another donor's pickup, tag or serial
+    is named to staff (`shown_to` None) only."""
     by_tag = known.devices_by_tag.get(row.asset_tag) if row.asset_tag else None
     by_serial = known.devices_by_serial.get(row.serial_key) if row.serial_key else None
     try:
         domain.decide_scan(pickup, row.scan(_NO_LOCATION), by_tag=by_tag, by_serial=by_serial)
     except IllegalTransition as refused:
         field = "asset_tag" if row.asset_tag is not None and by_tag is not None else "serial_number"
-        return RowError(row=row.row, field=field, reason=refused.reason)
+        return RowError(row=row.row, field=field, reason=domain.reason_for(refused, shown_to))
     return None
 
 

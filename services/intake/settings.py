@@ -20,3 +20,11 @@ class Settings(ServiceSettings):
         validation_alias=AliasChoices("GREENIT_INTAKE_IMPACT_FACTORS"),
         description="A YAML file of CO2e and landfill factors; the built-in set when unset.",
     )
+    manifest_max_rows: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("GREENIT_INTAKE_MANIFEST_MAX_ROWS"),
+        description="Rows one pickup's asset list may hold; an import past it is refused whole "
+        "(413) with the limit.",
+    )

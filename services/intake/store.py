@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import (
     Custody,
@@ -22,6 +23,7 @@ from services.intake.domain import (
 )
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
 from shared.mongo import (
+    DUPLICATE_KEY,
     Database,
     Document,
     document_lock,
@@ -47,7 +49,8 @@ async def setup(db: Database) -> None:
         await sync_keys(db)  # first start with keys: index the existing devices
     if await db.pickup_devices.find_one({}, {"_id": 1}) is None:
         await sync_pickup_devices(db)  # first start with the lists: list the existing devices
-    await db.manifest.create_index([("pickup_id", ASCENDING), ("serial_fold", ASCENDING)])
+    if await db.manifest_lists.find_one({}, {"_id": 1}) is None:
+        await sync_manifest_lists(db)  # first start with the lists: list the existing rows
 
 
 # ---- pickups ----------------------------------------------------------------------------------
@@ -218,6 +221,7 @@ def known_device(doc: Document) -> KnownDevice:
         pickup_id=UUID(doc["pickup_id"]),
         asset_tag=doc["asset_tag"],
         stage=doc.get("stage") or "received",
+        partner_id=doc.get("partner_id"),
     )
 
 
@@ -260,6 +264,17 @@ async def find_by_asset_tag(db: Database, asset_tag: str) -> KnownDevice | None:
 
 async def find_by_serial_key(db: Database, key: str) -> KnownDevice | None:
     return await _find_by_key(db, f"serial:{key}", "serial_key", key)
+
+
+async def find_by_keys(db: Database, field: str, values: list[str]) -> dict[str, KnownDevice]:
+    """The devices holding these asset tags (`field` "asset_tag") or serial keys ("serial_key"),
+    by value, read by `_id` only (a batch of manifest rows looks up many at once)."""
+    prefix = {"asset_tag": "tag", "serial_key": "serial"}[field]
+    entries = await find_by_ids(db.device_keys, [f"{prefix}:{v}" for v in values])
+    device_ids = [entry["device_id"] for entry in entries.values()]
+    docs = await find_by_ids(db.devices, device_ids, _IDENTITY | {field: 1})
+    wanted = set(values)
+    return {doc[field]: known_device(doc) for doc in docs.values() if doc.get(field) in wanted}
 
 
 async def find_conflicting(
@@ -306,6 +321,152 @@ async def find_devices(
         query["stage"] = stage
     cursor = db.devices.find(query, {"outbox": 0, "applied": 0}).sort("received_at", ASCENDING)
     return [d async for d in cursor]
+
+
+# ---- manifest lists -----------------------------------------------------------------------------
+
+# A pickup's manifest rows (`manifest`, one document per row, `_id` derived from the pickup and
+# the row's tag or serial) are found by `_id` only, so one pickup's long list costs nothing to
+# another pickup's scans (FerretDB v1 reads a whole collection for any other filter):
+# - `manifest_lists` (_id = pickup id): `listed`, the rows given a place so far, and `scanned`;
+# - `manifest_pages` (_id = "<pickup id>:<page>"): `slots`, place -> row id, MANIFEST_PAGE a page;
+#   each row stores its place as `seq`, and a slot whose row says otherwise is stale;
+# - `manifest_serials` (_id = "<pickup id>:<folded serial>"): `row_ids`, the rows with it.
+# Slots and serials are written before the rows they name, `listed` after, all in one turn of
+# the pickup's writers. A crash in between leaves slots past `listed` (overwritten by the next
+# import) and rows whose `seq` is not below `listed`: the next import of them lists them again.
+
+MANIFEST_PAGE = 100
+
+
+def manifest_turn(db: Database, pickup_id: UUID) -> AbstractAsyncContextManager[None]:
+    """The writers of one pickup's manifest take turns (its counts are read, then written)."""
+    return document_lock(db.manifest_lists, str(pickup_id))
+
+
+async def manifest_counts(db: Database, pickup_id: UUID) -> tuple[int, int]:
+    """(rows listed, rows scanned) of a pickup's manifest: one read by `_id`."""
+    doc = await db.manifest_lists.find_one({"_id": str(pickup_id)})
+    return (0, 0) if doc is None else (int(doc.get("listed", 0)), int(doc.get("scanned", 0)))
+
+
+def is_listed(row: Document | None, listed: int) -> bool:
+    return row is not None and isinstance(row.get("seq"), int) and row["seq"] < listed
+
+
+def _page_id(pickup_id: UUID, page: int) -> str:
+    return f"{pickup_id}:{page}"
+
+
+def _serial_id(pickup_id: UUID, serial_fold: str) -> str:
+    return f"{pickup_id}:{serial_fold}"
+
+
+async def put_in_slots(db: Database, pickup_id: UUID, places: dict[str, int]) -> None:
+    """Give rows (row id -> place) their places, before the rows are written."""
+    by_page: dict[int, dict[str, str]] = {}
+    for row_id, seq in places.items():
+        by_page.setdefault(seq // MANIFEST_PAGE, {})[f"slots.{seq}"] = row_id
+    for page, slots in sorted(by_page.items()):
+        await db.manifest_pages.update_one(
+            {"_id": _page_id(pickup_id, page)}, {"$set": slots}, upsert=True
+        )
+
+
+async def list_serials(db: Database, pickup_id: UUID, folds: dict[str, str]) -> None:
+    """Let each row (row id -> folded serial) be found by its serial, before it is written."""
+    by_fold: dict[str, list[str]] = {}
+    for row_id, fold in folds.items():
+        by_fold.setdefault(fold, []).append(row_id)
+    new = [{"_id": _serial_id(pickup_id, f), "row_ids": ids} for f, ids in by_fold.items()]
+    if not new:
+        return
+    try:
+        await db.manifest_serials.insert_many(new, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details["writeErrors"]
+        if any(e["code"] != DUPLICATE_KEY for e in errors):
+            raise
+        for error in errors:  # a serial already listed (another make, an earlier import)
+            doc = new[error["index"]]
+            await db.manifest_serials.update_one(
+                {"_id": doc["_id"]}, {"$addToSet": {"row_ids": {"$each": doc["row_ids"]}}}
+            )
+
+
+async def set_listed(db: Database, pickup_id: UUID, listed: int) -> None:
+    await db.manifest_lists.update_one(
+        {"_id": str(pickup_id)}, {"$set": {"listed": listed}}, upsert=True
+    )
+
+
+async def count_scanned(db: Database, pickup_id: UUID) -> None:
+    await db.manifest_lists.update_one(
+        {"_id": str(pickup_id)}, {"$inc": {"scanned": 1}}, upsert=True
+    )
+
+
+async def rows_with_serial(db: Database, pickup_id: UUID, serial_fold: str) -> list[Document]:
+    """The pickup's manifest rows whose serial folds to this (by `_id` only)."""
+    entry = await db.manifest_serials.find_one({"_id": _serial_id(pickup_id, serial_fold)})
+    if entry is None:
+        return []
+    rows = await find_by_ids(db.manifest, entry.get("row_ids") or [])
+    return [
+        r
+        for r in rows.values()
+        if r.get("pickup_id") == str(pickup_id) and r.get("serial_fold") == serial_fold
+    ]
+
+
+async def manifest_page(
+    db: Database, pickup_id: UUID, start: int, limit: int
+) -> tuple[list[Document], int | None]:
+    """Up to `limit` rows from place `start` on, in the order they were first listed, and the
+    place to go on from (None at the end)."""
+    listed, _ = await manifest_counts(db, pickup_id)
+    found: list[Document] = []
+    seq = start
+    while seq < listed and len(found) < limit:
+        end = min(listed, seq + limit - len(found))
+        pages = range(seq // MANIFEST_PAGE, (end - 1) // MANIFEST_PAGE + 1)
+        docs = await find_by_ids(db.manifest_pages, [_page_id(pickup_id, p) for p in pages])
+        slots: dict[int, str] = {}
+        for doc in docs.values():
+            slots |= {int(k): v for k, v in (doc.get("slots") or {}).items()}
+        wanted = {n: slots[n] for n in range(seq, end) if n in slots}
+        rows = await find_by_ids(db.manifest, list(wanted.values()))
+        found += [
+            rows[row_id]
+            for n, row_id in sorted(wanted.items())
+            if row_id in rows and rows[row_id].get("seq") == n
+        ]
+        seq = end
+    return found, (seq if seq < listed else None)
+
+
+async def sync_manifest_lists(db: Database) -> int:
+    """List every manifest row (a store from before the lists), in line order per pickup."""
+    by_pickup: dict[str, list[Document]] = {}
+    async for doc in db.manifest.find(
+        {}, {"pickup_id": 1, "row": 1, "serial_fold": 1, "device_id": 1}
+    ):
+        by_pickup.setdefault(doc["pickup_id"], []).append(doc)
+    for pickup, docs in by_pickup.items():
+        pickup_id = UUID(pickup)
+        docs.sort(key=lambda d: (d["row"], d["_id"]))
+        places = {d["_id"]: n for n, d in enumerate(docs)}
+        await put_in_slots(db, pickup_id, places)
+        await list_serials(
+            db, pickup_id, {d["_id"]: d["serial_fold"] for d in docs if d.get("serial_fold")}
+        )
+        for row_id, seq in places.items():
+            await db.manifest.update_one({"_id": row_id}, {"$set": {"seq": seq}})
+        scanned = sum(1 for d in docs if d.get("device_id"))
+        await db.manifest_lists.update_one(
+            {"_id": pickup}, {"$set": {"listed": len(docs), "scanned": scanned}}, upsert=True
+        )
+    return sum(len(docs) for docs in by_pickup.values())
 
 
 # ---- device summaries -------------------------------------------------------------------------
@@ -421,7 +582,7 @@ async def next_asset_number(db: Database) -> int:
     return int(doc["n"])
 
 
-_IDENTITY = {"_id": 1, "pickup_id": 1, "asset_tag": 1, "stage": 1}
+_IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1, "stage": 1}
 
 
 def _str(value: UUID | None) -> str | None:

@@ -2,6 +2,7 @@
 as a subprocess."""
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,6 +31,7 @@ BAD_LINES: dict[int, tuple[dict[str, str], str]] = {
     502: ({"category": "toaster"}, "category"),
     1102: ({"asset_tag": "", "serial_number": ""}, "asset_tag"),
 }
+MAX_ROWS = 1500  # intake's limit of rows per pickup in this module
 COLUMNS = ("asset_tag", "serial_number", "category", "make", "model", "weight_kg")
 HEADER = ("Asset Tag", "Serial Number", *COLUMNS[2:])
 
@@ -64,10 +66,33 @@ def donor_file(changes: dict[int, dict[str, str]] | None = None) -> dict[int, di
 
 
 @pytest.fixture(scope="module")
-def intake_url(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
+def log_dir(namespace) -> Path:
+    return project_root() / ".local" / "test-logs" / namespace
+
+
+@pytest.fixture(scope="module")
+def intake_url(topics, base_env, log_dir):
+    env = dict(base_env) | {
+        "GREENIT_INTAKE_MANIFEST_MAX_ROWS": str(MAX_ROWS),
+        "GREENIT_SLOW_STORE_COMMAND_MS": "0.001",  # every store command is logged, with its shape
+    }
+    with running_cluster(env, log_dir, ["intake"]) as cluster:
         yield cluster.urls["intake"]
+
+
+async def whole_manifest(http, who: str, pid: str, limit: int = 500) -> dict[str, Any]:
+    """Every page of the pickup's manifest, followed cursor by cursor."""
+    params: dict[str, Any] = {"limit": limit}
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = await http(who, "GET", f"/pickups/{pid}/manifest", params=params)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["rows"]) <= limit
+        rows += body["rows"]
+        if body["next_cursor"] is None:
+            return body | {"rows": rows}
+        params["cursor"] = body["next_cursor"]
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +185,7 @@ async def test_an_import_stores_every_valid_row_and_reports_bad_lines_with_their
         assert error.startswith(f"line {line}: {field}: "), error
     assert "greater than 0" in errors[0]
 
-    listed = await http(DONOR_A, "GET", f"/pickups/{imported['pickup_id']}/manifest")
-    assert listed.status_code == 200
-    manifest = listed.json()
+    manifest = await whole_manifest(http, DONOR_A, imported["pickup_id"])
     assert (manifest["rows_total"], manifest["rows_scanned"]) == (good, 0)
     expected = {line: asset_row(line) for line in range(2, ROWS + 2) if line not in BAD_LINES}
     assert [r["row"] for r in manifest["rows"]] == sorted(expected)
@@ -177,7 +200,7 @@ async def test_importing_the_same_file_again_changes_and_duplicates_nothing(impo
     again = imported["again"]
     good = ROWS - len(BAD_LINES)
     assert summary_of(again.stdout) == f"created 0, updated 0, unchanged {good}, errors 3"
-    manifest = (await http(STAFF, "GET", f"/pickups/{imported['pickup_id']}/manifest")).json()
+    manifest = await whole_manifest(http, STAFF, imported["pickup_id"])
     assert manifest["rows_total"] == good
     assert len({r["asset_tag"] for r in manifest["rows"]}) == good
 
@@ -259,7 +282,7 @@ async def test_scanning_a_listed_tag_registers_the_device_once_as_a_manual_scan_
     assert event.correlation_id == UUID(pid)
     assert event.location == "Warehouse Brussels"
 
-    listed = (await http(STAFF, "GET", f"/pickups/{pid}/manifest")).json()
+    listed = await whole_manifest(http, STAFF, pid)
     scanned = {r["row"]: r["device_id"] for r in listed["rows"] if r["scanned"]}
     assert scanned == {7: device["device_id"], 8: second.json()["device_id"]}
     devices = (await http(STAFF, "GET", "/devices", params={"pickup_id": pid})).json()
@@ -334,3 +357,127 @@ async def test_a_serial_on_two_rows_of_different_makes_asks_for_the_asset_tag(ht
     )
     by_tag = {"code": rows[1]["asset_tag"], "location": "Warehouse Brussels"}
     assert (await http(STAFF, "POST", f"/pickups/{pid}/scan-code", json=by_tag)).status_code == 201
+
+
+def rows_from(first: int, count: int) -> list[dict[str, Any]]:
+    """`count` rows of devices numbered from `first`, on lines 2, 3, ..."""
+    return [{"row": 2 + i, **asset_row(first + i)} for i in range(count)]
+
+
+async def test_the_manifest_is_read_a_page_at_a_time_every_row_exactly_once(imported, http):
+    pid = imported["pickup_id"]
+    first = await http(DONOR_A, "GET", f"/pickups/{pid}/manifest", params={"limit": 100})
+    assert first.status_code == 200
+    assert len(first.json()["rows"]) == 100
+    assert first.json()["next_cursor"] is not None
+    manifest = await whole_manifest(http, DONOR_A, pid, limit=97)
+    tags = [r["asset_tag"] for r in manifest["rows"]]
+    assert len(tags) == len(set(tags)) == manifest["rows_total"] > 1000
+    for params in ({"limit": 0}, {"limit": 1001}, {"cursor": "-1"}, {"cursor": "x"}):
+        answer = await http(DONOR_A, "GET", f"/pickups/{pid}/manifest", params=params)
+        assert answer.status_code == 422, params
+
+
+async def test_an_import_past_the_pickups_row_limit_is_refused_whole_naming_the_limit(
+    http, run_cli, tmp_path
+):
+    pid = await open_pickup(http)
+    path = f"/pickups/{pid}/manifest"
+    stored = await http(DONOR_A, "POST", path, json={"rows": rows_from(20_000, 1000)})
+    assert stored.json()["created"] == 1000, stored.text
+    over = await http(DONOR_A, "POST", path, json={"rows": rows_from(21_000, MAX_ROWS - 999)})
+    assert over.status_code == 413, over.text
+    assert f"at most {MAX_ROWS} rows" in over.json()["detail"]
+    assert (await whole_manifest(http, DONOR_A, pid))["rows_total"] == 1000
+
+    to_limit = await http(DONOR_A, "POST", path, json={"rows": rows_from(21_000, MAX_ROWS - 1000)})
+    assert to_limit.json()["created"] == MAX_ROWS - 1000, to_limit.text
+    again = await http(DONOR_A, "POST", path, json={"rows": rows_from(20_000, 1000)})
+    assert again.json()["unchanged"] == 1000, "rows already listed do not count again"
+
+    csv_path = tmp_path / "one-more.csv"
+    write_csv(csv_path, {2: asset_row(29_999)})
+    result = await run_cli(csv_path, pid)
+    assert result.returncode == 2
+    assert "413" in result.stderr
+    assert f"at most {MAX_ROWS} rows" in result.stderr
+    manifest = await whole_manifest(http, STAFF, pid, limit=1000)
+    assert len(manifest["rows"]) == manifest["rows_total"] == MAX_ROWS
+
+
+async def test_a_donor_is_told_only_that_another_donor_holds_a_tag_or_serial_staff_see_whom(http):
+    theirs = await open_pickup(http, DONOR_B)
+    device = {
+        "asset_tag": "GLOBEX-0001",
+        "serial_number": "GX-SERIAL-1",
+        "category": "laptop",
+        "make": "HP",
+        "model": "ProBook",
+        "weight_kg": 1.8,
+        "location": "Warehouse Brussels",
+    }
+    scanned = await http(STAFF, "POST", f"/pickups/{theirs}/devices", json=device)
+    assert scanned.status_code == 201, scanned.text
+    mine = await open_pickup(http, DONOR_A)
+    rows = [
+        {"row": 2, **asset_row(30_000), "asset_tag": "GLOBEX-0001"},
+        {"row": 3, **asset_row(30_001), "make": "HP", "serial_number": "GX-SERIAL-1"},
+    ]
+    path = f"/pickups/{mine}/manifest"
+
+    donor = (await http(DONOR_A, "POST", path, json={"rows": rows})).json()
+    assert [(e["row"], e["field"], e["reason"]) for e in donor["errors"]] == [
+        (2, "asset_tag", "asset tag GLOBEX-0001 is already registered to another donor"),
+        (3, "serial_number", "HP serial GX-SERIAL-1 is already registered to another donor"),
+    ]
+    assert theirs not in json.dumps(donor)
+
+    staff = (await http(STAFF, "POST", path, json={"rows": rows})).json()
+    reasons = [e["reason"] for e in staff["errors"]]
+    assert reasons == [
+        f"asset tag GLOBEX-0001 already belongs to a device of pickup {theirs}",
+        "HP serial GX-SERIAL-1 is already registered as asset tag GLOBEX-0001",
+    ]
+
+
+def store_commands_since(log: Path, offset: int) -> list[dict[str, Any]]:
+    with log.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    return [json.loads(line)["store_command"] for line in lines if '"slow store command"' in line]
+
+
+async def test_a_scan_reads_by_id_only_however_long_another_pickups_list_is(
+    imported, http, log_dir
+):
+    """Every store command of a scan (and of its pickup's manifest page) finds its documents
+    by `_id` alone, the only lookup FerretDB v1 indexes: another pickup's 1,200 rows cannot
+    slow it. bench/manifest.py times it."""
+    pid = await open_pickup(http)
+    rows = [
+        {"row": 2, **asset_row(40_000)},
+        {"row": 3, **{k: v for k, v in asset_row(40_001).items() if k != "asset_tag"}},
+    ]
+    stored = await http(DONOR_A, "POST", f"/pickups/{pid}/manifest", json={"rows": rows})
+    assert stored.json()["created"] == 2, stored.text
+    log = log_dir / "intake.log"
+    offset = log.stat().st_size
+
+    for code in (rows[0]["asset_tag"], rows[1]["serial_number"]):
+        body = {"code": code, "location": "Warehouse Brussels"}
+        scanned = await http(STAFF, "POST", f"/pickups/{pid}/scan-code", json=body)
+        assert scanned.status_code == 201, scanned.text
+    assert (scanned.json()["manifest_scanned"], scanned.json()["manifest_rows"]) == (2, 2)
+    page = await http(STAFF, "GET", f"/pickups/{pid}/manifest")
+    assert [r["scanned"] for r in page.json()["rows"]] == [True, True]
+
+    commands = store_commands_since(log, offset)
+    assert any(c["collection"] == "manifest" for c in commands), "the commands were logged"
+    # api_keys: the caller's key, read by shared.auth for every request, whatever the pickup
+    reads = [
+        c
+        for c in commands
+        if c["command"] not in ("insert", "endSessions") and c["collection"] != "api_keys"
+    ]
+    scans = [c for c in reads if c["filter"] != ["_id"]]
+    assert scans == []

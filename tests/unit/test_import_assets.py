@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +15,7 @@ from services.intake.domain import KnownDevice, Pickup, PickupStatus
 from services.intake.manifest import Known, ManifestRow, ManifestUpload, RowError, UploadRow
 from shared.domain import IllegalTransition
 from shared.events import Address, Contact, DeviceCategory, TimeWindow
+from tools import import_assets
 from tools.import_assets import (
     FileRefused,
     LineError,
@@ -66,8 +68,10 @@ def laptop(row: int = 2, **fields: Any) -> ManifestRow:
 NOTHING_KNOWN = Known(stored={}, serial_holders={}, devices_by_tag={}, devices_by_serial={})
 
 
-def plan(*rows: ManifestRow, known: Known = NOTHING_KNOWN) -> list[manifest.Write | RowError]:
-    return manifest.plan_import(pickup(), rows, known, now=T0, by="staff-lena")
+def plan(
+    *rows: ManifestRow, known: Known = NOTHING_KNOWN, shown_to: str | None = None
+) -> list[manifest.Write | RowError]:
+    return manifest.plan_import(pickup(), rows, known, now=T0, by="staff-lena", shown_to=shown_to)
 
 
 def stored(row: ManifestRow, **extra: Any) -> dict[str, Any]:
@@ -344,6 +348,43 @@ def test_a_row_whose_tag_belongs_to_a_device_of_another_pickup_is_refused_as_a_s
     assert str(OTHER_PICKUP) in decision.reason
 
 
+@pytest.mark.parametrize(
+    ("holder", "field"),
+    [("devices_by_tag", "ACME-0001"), ("devices_by_serial", "hp|5CG8123XYZ")],
+)
+def test_a_donor_is_told_only_that_another_donor_holds_the_tag_or_serial(holder, field):
+    elsewhere = KnownDevice(
+        device_id=DEVICE_ID,
+        pickup_id=OTHER_PICKUP,
+        asset_tag="GLOBEX-7",
+        stage="ready",
+        partner_id="globex",
+    )
+    known = replace(NOTHING_KNOWN, **{holder: {field: elsewhere}})
+    [for_donor] = plan(laptop(), known=known, shown_to="acme")
+    [for_staff] = plan(laptop(), known=known, shown_to=None)
+    assert isinstance(for_donor, RowError)
+    assert isinstance(for_staff, RowError)
+    assert for_donor.reason.endswith("is already registered to another donor"), for_donor.reason
+    assert str(OTHER_PICKUP) not in for_donor.reason
+    assert "GLOBEX-7" not in for_donor.reason
+    assert str(OTHER_PICKUP) in for_staff.reason or "GLOBEX-7" in for_staff.reason
+
+
+def test_a_donor_is_told_the_details_of_its_own_other_pickup():
+    own = KnownDevice(
+        device_id=DEVICE_ID,
+        pickup_id=OTHER_PICKUP,
+        asset_tag="ACME-0001",
+        stage="received",
+        partner_id="acme",
+    )
+    known = replace(NOTHING_KNOWN, devices_by_tag={"ACME-0001": own})
+    [decision] = plan(laptop(), known=known, shown_to="acme")
+    assert isinstance(decision, RowError)
+    assert str(OTHER_PICKUP) in decision.reason
+
+
 def test_a_row_whose_device_was_already_scanned_into_this_pickup_is_fine():
     here = KnownDevice(
         device_id=DEVICE_ID, pickup_id=PICKUP_ID, asset_tag="ACME-0001", stage="received"
@@ -383,3 +424,31 @@ def test_a_closed_pickup_takes_no_list(status):
 
 def test_an_open_pickup_takes_a_list():
     manifest.ensure_open(pickup(PickupStatus.REQUESTED), "import asset list", "closed")
+
+
+def test_a_cell_over_the_csv_limit_refuses_the_file_naming_its_line_and_sends_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    sent: list[httpx.Request] = []
+
+    def record(client: httpx.Client, request: httpx.Request, **_: Any) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"created": 1, "updated": 0, "unchanged": 0, "errors": []})
+
+    monkeypatch.setattr(httpx.Client, "send", record)
+    monkeypatch.setenv("GREENIT_API_KEY", "donor-key")
+    huge = "x" * (128 * 1024 + 1)
+    path = tmp_path / "assets.csv"
+    path.write_text(
+        HEADER
+        + "ACME-1,SN1,laptop,HP,T,1.5\n"
+        + "ACME-2,SN2,laptop,HP,T,1.5\n"
+        + f'ACME-3,SN3,laptop,HP,"{huge}",1.5\n'
+        + "ACME-4,SN4,laptop,HP,T,1.5\n"
+    )
+    code = import_assets.main([str(path), "--pickup", str(PICKUP_ID), "--url", "http://intake"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "line 4: a cell is longer than 131,072 characters" in err
+    assert "Traceback" not in err
+    assert sent == []
