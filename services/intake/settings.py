@@ -20,3 +20,9 @@ class Settings(ServiceSettings):
         validation_alias=AliasChoices("GREENIT_INTAKE_IMPACT_FACTORS"),
         description="A YAML file of CO2e and landfill factors; the built-in set when unset.",
     )
+    max_manifest_body_bytes: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Largest body of an asset-list (CSV) import, POST /pickups/{id}/manifest "
+        "(4 MiB: 1,000 rows of long cells); other bodies keep GREENIT_MAX_BODY_BYTES.",
+    )
