@@ -7,8 +7,10 @@
   float (`1e309`), a string or key holding a lone surrogate (`"\\ud800"`, not UTF-8) and a key
   repeated in one object are refused with 422 naming the field (`loc`), never echoing the value.
 - Numbers (and booleans) in a body are strict: `true` is not 1, `1` is not `true`, `"5"` is not 5;
-  an integer is still a valid float. This applies to the JSON bodies FastAPI validates, every
-  model nested in them included, without changing the models (events keep their own rules).
+  an integer is still a valid number. Checked against the operation's body schema in the app's
+  OpenAPI document, at every depth, so every body model and every model nested in one is
+  covered without changing the models (their lax reading stays for other uses, e.g. the
+  manifest's text cells).
 - A 422 never echoes what JSON cannot carry: an input or context that cannot be encoded is left
   out of the error, and a location naming an unencodable key is escaped.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +28,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic_core import CoreSchema, SchemaValidator
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_ERRORS = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_STRICT_TYPES = {"int", "float", "decimal", "bool"}
 
 
 # ---- size -------------------------------------------------------------------------------------
@@ -74,10 +73,19 @@ class BodyRules:
         max_bytes: int,
         setting: str = "GREENIT_MAX_BODY_BYTES",
         limits: Sequence[BodyLimit] = (),
+        openapi: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.app = app
+        self.openapi = openapi
+        self._schemas: BodySchemas | None = None
         self.default = BodyLimit("", max_bytes, setting)
         self.limits = list(limits)
+
+    @property
+    def schemas(self) -> BodySchemas:
+        if self._schemas is None:
+            self._schemas = BodySchemas(self.openapi())
+        return self._schemas
 
     def limit_for(self, path: str) -> BodyLimit:
         return next((limit for limit in self.limits if limit.matches(path)), self.default)
@@ -101,6 +109,9 @@ class BodyRules:
             return
         if body and _is_json(headers.get("content-type", "")):
             problems = list(strict_json_problems(body))
+            schema = self.schemas.of(scope["method"], scope["path"])
+            if not problems and schema is not None:
+                problems = list(self.schemas.problems(schema, json.loads(body), ("body",)))
             if problems:
                 refused = JSONResponse({"detail": problems[:MAX_ERRORS]}, status_code=422)
                 await refused(scope, receive, send)
@@ -255,37 +266,115 @@ async def validation_failed(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": encodable_errors(exc.errors())}, status_code=422)
 
 
-# ---- strict numbers ---------------------------------------------------------------------------
+# ---- strict numbers -------------------------------------------------------------------------
+
+# Where the body's schema wants a number or a boolean, these JSON types are refused although
+# pydantic's lax reading would coerce them (true to 1, "5" to 5, 1 to true).
+_COERCED = {
+    "number": {"boolean", "string"},
+    "integer": {"boolean", "string"},
+    "boolean": {"integer", "number", "string"},
+}
+_EXPECTED = {
+    "integer": ("int_type", "Input should be a valid integer"),
+    "number": ("float_type", "Input should be a valid number"),
+    "boolean": ("bool_type", "Input should be a valid boolean"),
+}
 
 
-def strict_numbers(schema: Any) -> Any:
-    """A copy of a pydantic core schema whose number and boolean schemas are strict."""
-    if isinstance(schema, dict):
-        copied = {k: strict_numbers(v) for k, v in schema.items()}
-        if copied.get("type") in _STRICT_TYPES:
-            copied["strict"] = True
-        return copied
-    if isinstance(schema, list):
-        return [strict_numbers(v) for v in schema]
-    return schema
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
 
 
-def make_bodies_strict(app: FastAPI) -> None:
-    """Validate every route's body with numbers and booleans strict (nested models included)."""
-    for route in app.router.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        fields = [route.body_field, *route.dependant.body_params]
-        for field in fields:
-            if field is None:
-                continue
-            adapter = field._type_adapter
-            schema: CoreSchema = strict_numbers(adapter.core_schema)
-            adapter.validator = SchemaValidator(schema)
+class BodySchemas:
+    """The JSON schema of each operation's body, from the app's OpenAPI document."""
+
+    def __init__(self, openapi: dict[str, Any]) -> None:
+        self.components = openapi.get("components", {}).get("schemas", {})
+        self.bodies: list[tuple[re.Pattern[str], str, dict[str, Any]]] = []
+        for path, operations in openapi.get("paths", {}).items():
+            for method, operation in operations.items():
+                content = operation.get("requestBody", {}).get("content", {})
+                if "application/json" in content:
+                    schema = content["application/json"].get("schema", {})
+                    self.bodies.append((_compiled(path), method.upper(), schema))
+
+    def of(self, method: str, path: str) -> dict[str, Any] | None:
+        return next(
+            (s for regex, m, s in self.bodies if m == method and regex.fullmatch(path)), None
+        )
+
+    def resolved(self, schema: dict[str, Any]) -> dict[str, Any]:
+        seen = 0
+        while "$ref" in schema and seen < 32:
+            schema = self.components.get(schema["$ref"].rsplit("/", 1)[1], {})
+            seen += 1
+        return schema
+
+    def members(self, schema: dict[str, Any]) -> list[dict[str, Any]]:
+        schema = self.resolved(schema)
+        choices = schema.get("anyOf") or schema.get("oneOf")
+        if choices:
+            return [m for c in choices for m in self.members(c)]
+        return [schema]
+
+    def admitted(self, members: list[dict[str, Any]]) -> set[str] | None:
+        """The JSON types these schemas take; None when one of them takes anything."""
+        types: set[str] = set()
+        for member in members:
+            if "type" in member:
+                kind = member["type"]
+                types |= set(kind) if isinstance(kind, list) else {kind}
+            elif "enum" in member or "const" in member:
+                types |= {_json_type(v) for v in member.get("enum", [member.get("const")])}
+            else:
+                return None
+        if "number" in types:
+            types.add("integer")
+        return types
+
+    def problems(
+        self, schema: dict[str, Any], value: Any, loc: tuple[str | int, ...], depth: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """Numbers and booleans sent as another JSON type, at any depth of the body."""
+        if depth > 32:
+            return
+        members = self.members(schema)
+        admitted = self.admitted(members)
+        kind = _json_type(value)
+        if admitted is not None and kind not in admitted:
+            for wanted in ("number", "integer", "boolean"):
+                if wanted in admitted and kind in _COERCED[wanted]:
+                    error, msg = _EXPECTED[wanted]
+                    yield _error(loc, error, f"{msg} (strict: {kind} is not taken for one)")
+                    return
+        fitting = [m for m in members if kind in (self.admitted([m]) or {kind})]
+        for member in fitting[:1]:
+            if isinstance(value, dict):
+                properties = member.get("properties", {})
+                extra = member.get("additionalProperties")
+                for key, item in value.items():
+                    sub = properties.get(key, extra if isinstance(extra, dict) else None)
+                    if sub is not None:
+                        yield from self.problems(sub, item, (*loc, safe_text(key)), depth + 1)
+            elif isinstance(value, list) and isinstance(member.get("items"), dict):
+                for i, item in enumerate(value):
+                    yield from self.problems(member["items"], item, (*loc, i), depth + 1)
 
 
 def install(app: FastAPI, *, max_bytes: int, limits: Sequence[BodyLimit] = ()) -> None:
     """Every rule above, on one app (the middleware goes inside those added after it)."""
     app.add_exception_handler(RequestValidationError, validation_failed)
-    make_bodies_strict(app)
-    app.add_middleware(BodyRules, max_bytes=max_bytes, limits=limits)
+    app.add_middleware(BodyRules, max_bytes=max_bytes, limits=limits, openapi=app.openapi)
