@@ -111,7 +111,7 @@ class BodyRules:
             problems = list(strict_json_problems(body))
             schema = self.schemas.of(scope["method"], scope["path"])
             if not problems and schema is not None:
-                problems = list(self.schemas.problems(schema, json.loads(body), ("body",)))
+                problems = list(self.schemas.problems_in(schema, body))
             if problems:
                 refused = JSONResponse({"detail": problems[:MAX_ERRORS]}, status_code=422)
                 await refused(scope, receive, send)
@@ -344,6 +344,13 @@ class BodySchemas:
         if "number" in types:
             types.add("integer")
         return types
+
+    def problems_in(self, schema: dict[str, Any], body: bytes) -> Iterator[dict[str, Any]]:
+        try:
+            value = json.loads(body)
+        except ValueError:  # not JSON: FastAPI answers it
+            return
+        yield from self.problems(schema, value, ("body",))
 
     def problems(
         self, schema: dict[str, Any], value: Any, loc: tuple[str | int, ...], depth: int = 0
