@@ -4,7 +4,8 @@ FastAPI declares what a route returns and 422; the errors raised by dependencies
 handlers (no key, wrong role, unknown id, refused transition, busy store) it cannot see. They
 follow from the route's shape, so they are added to the generated document by rule:
 
-- a route that takes a body: 400 when the body cannot be parsed at all (FastAPI's own answer);
+- a route that takes a body: 400 when the body cannot be parsed at all (FastAPI's own answer),
+  413 when it is over the service's size limit (`shared.bodies`);
 - a route that needs an API key (it has a security requirement): 401, 403 and 429 (too many
   failed authentications from the caller's address, with Retry-After);
 - a route about one resource (a path parameter), or changing state with ids in its body: 404;
@@ -44,6 +45,7 @@ ANSWERS: dict[int, str] = {
     429: "Too many unknown or revoked keys from this address: try again after Retry-After seconds",
     404: "No such resource, or one this partner may not see",
     409: "Refused in the resource's current state (the refusal is recorded and published)",
+    413: "The body is larger than the service's limit for this route (the reason names it)",
     503: "The store is busy or unreachable: try again after Retry-After seconds",
 }
 
@@ -54,7 +56,7 @@ def error_answers(path: str, method: str, operation: dict[str, Any]) -> list[int
     """Which of ANSWERS this operation may give."""
     has_body = "requestBody" in operation
     changes = method in CHANGES
-    codes = [400] if has_body else []
+    codes = [400, 413] if has_body else []
     if operation.get("security"):
         codes += [401, 403, 429]
     if "{" in path or (changes and has_body):

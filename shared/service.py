@@ -24,7 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 from starlette.routing import Route
 
-from shared import mongo, observability
+from shared import bodies, mongo, observability
 from shared.auth import FailedAuthentications, Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
@@ -100,6 +100,7 @@ def create_app(
     outbox: OutboxCollections = lambda db: (),
     routers: Sequence[APIRouter] = (),
     description: str = "",
+    body_limits: Sequence[bodies.BodyLimit] = (),
 ) -> FastAPI:
     observability.configure_logging(settings.service, settings.log_level, settings.log_format)
     observability.configure_tracing(settings.service, settings.otel_exporter)
@@ -202,6 +203,7 @@ def create_app(
             return JSONResponse({"detail": detail}, status_code=404)
         return FileResponse(path)
 
+    bodies.install(app, max_bytes=settings.max_body_bytes, limits=body_limits)
     own = [r for r in app.router.routes if isinstance(r, Route)]
     included = [r for router in routers for r in router.routes if isinstance(r, Route)]
     app.add_middleware(observability.HttpObservability, routes=[*own, *included])

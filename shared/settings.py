@@ -89,6 +89,13 @@ class ServiceSettings(BaseSettings):
         "failure is a minute old (keys that authenticated from that address keep working); "
         "0 turns it off.",
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Largest request body a service reads (1 MiB); a larger one is answered "
+        "413 with this limit in the reason, without being read whole. A route may have its "
+        "own limit (intake's manifest import: GREENIT_MAX_MANIFEST_BODY_BYTES).",
+    )
 
     @property
     def database(self) -> str:

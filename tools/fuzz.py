@@ -10,6 +10,12 @@ or no key). Each answer is checked: never a 5xx, 2xx and 422 bodies conform to t
 request answered 4xx changed nothing stored in the service's database (every collection but
 `refusals`, ignoring the volatile fields `outbox`, `applied`, `version`, `updated_at`).
 Prints one row per service: operations, cases, 4xx, 5xx, refused-but-changed and seconds.
+
+Then come the bodies a JSON encoder never writes, sent as raw bytes to every operation with a
+JSON body (`hostile_cases`): `NaN`, `Infinity`, `-Infinity`, `1e309`, a string holding a lone
+surrogate, `true` in every number field (nested ones too), a repeated key, and a body one byte
+over the service's limit. Each must be answered 422 naming the field (413 for the size), with a
+body JSON can read, and change nothing stored.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -63,6 +70,15 @@ PARTNER_ONLY: dict[str, set[tuple[str, str]]] = {
     },
 }
 PARTNER_OF_SERVICE = {"intake": "donor", "allocation": "recipient"}
+
+
+def caller_of(service: str, method: str, path: str) -> str:
+    """Whose key an operation is called with by default."""
+    partner = PARTNER_OF_SERVICE.get(service)
+    only = PARTNER_ONLY.get(service, set())
+    return partner if partner and (method, path) in only else "staff"
+
+
 # One case in this many is sent by another caller than the operation's own (other role, no key).
 OTHER_CALLER_EVERY = 8
 
@@ -318,6 +334,7 @@ class Stats:
     service: str
     operations: int = 0
     cases: int = 0
+    hostile: int = 0
     client_errors: int = 0
     server_errors: int = 0
     refused_but_changed: int = 0
@@ -376,11 +393,10 @@ class Target:
     stored: Snapshot | None = None
 
     def own_caller(self, operation: Any) -> str:
-        partner = PARTNER_OF_SERVICE.get(self.service)
-        only = PARTNER_ONLY.get(self.service, set())
-        return (
-            partner if partner and (operation.method.upper(), operation.path) in only else "staff"
-        )
+        return self.caller_of(operation.method.upper(), operation.path)
+
+    def caller_of(self, method: str, path: str) -> str:
+        return caller_of(self.service, method, path)
 
     def snapshot(self) -> Snapshot:
         started = time.monotonic()
@@ -400,9 +416,24 @@ class Target:
         stats.request_s += time.monotonic() - sent
         stats.cases += 1
         label = f"{case.method.upper()} {case.path}"
-        if response.status_code >= 500:
+        self.compare(
+            label,
+            response.status_code,
+            before,
+            lambda: case.as_curl_command(headers=headers, base_url=self.url),
+        )
+        try:
+            case.validate_response(response, checks=self.checks, headers=headers)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                stats.fail(f"{label} {failure.title}", f"{label}: {group}")
+
+    def compare(self, label: str, status: int, before: Snapshot, replay: Callable[[], str]) -> None:
+        """Count the answer; a 4xx must have left what is stored as it was."""
+        stats = self.stats
+        if status >= 500:
             stats.server_errors += 1
-        elif response.status_code >= 400:
+        elif status >= 400:
             stats.client_errors += 1
             after = self.snapshot()
             if digest(after) == digest(before):
@@ -413,15 +444,158 @@ class Target:
                 stats.refused_but_changed += 1
                 changed = changed_documents(before, after)
                 stats.fail(
-                    f"changed {label} {response.status_code}",
-                    f"{label} answered {response.status_code} but changed {changed[:5]}:\n"
-                    + case.as_curl_command(headers=headers, base_url=self.url),
+                    f"changed {label} {status}",
+                    f"{label} answered {status} but changed {changed[:5]}:\n{replay()}",
                 )
+
+    def send_hostile(self, hostile: Hostile, who: str) -> None:
+        """Send one hostile body as `who`: 422 naming its field (413 for the size), or a failure."""
+        headers = {"Content-Type": "application/json"}
+        if who in self.keys:
+            headers["X-API-Key"] = self.keys[who]
+        path = hostile.path_for(self.known)
+        before = self.stored if self.stored is not None else self.snapshot()
+        self.stored = None
+        sent = time.monotonic()
+        response = self.session.post(
+            self.url + path, data=hostile.body, headers=headers, timeout=30
+        )
+        self.stats.request_s += time.monotonic() - sent
+        self.stats.cases += 1
+        self.stats.hostile += 1
+        label = f"POST {hostile.path}"
+        self.compare(label, response.status_code, before, lambda: f"POST {path} {hostile.what}")
+        if problem := hostile.problem_with(response.status_code, response.content):
+            self.stats.fail(f"hostile {label} {hostile.what}", f"{label} {hostile.what}: {problem}")
+
+
+# ---- bodies no JSON encoder writes ------------------------------------------------------------
+
+# Raw JSON values a strict reader must refuse, by what they are.
+HOSTILE_VALUES = {
+    "NaN": b"NaN",
+    "Infinity": b"Infinity",
+    "-Infinity": b"-Infinity",
+    "1e309": b"1e309",
+    "lone surrogate": b'"HP\\ud800"',
+}
+DEFAULT_KEY = "x"  # a body without properties still gets its hostile values under some key
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One raw body for one operation, and the answer it must get."""
+
+    path: str
+    what: str
+    body: bytes
+    status: int
+    loc: tuple[str | int, ...] = ()
+    reason: str = ""
+
+    def path_for(self, known: Known) -> str:
+        def fill(match: re.Match[str]) -> str:
+            ids = known.get(match.group(1)) or [str(uuid.uuid4())]
+            return ids[0]
+
+        return re.sub(r"\{(\w+)\}", fill, self.path)
+
+    def problem_with(self, status: int, content: bytes) -> str | None:
+        """Why the answer is wrong, or None: the status, a body JSON can read, the field or
+        the limit named."""
         try:
-            case.validate_response(response, checks=self.checks, headers=headers)
-        except FailureGroup as group:
-            for failure in group.exceptions:
-                stats.fail(f"{label} {failure.title}", f"{label}: {group}")
+            answer = json.loads(content)
+        except ValueError:
+            return f"answered {status} with a body that is not JSON: {content[:200]!r}"
+        if status != self.status:
+            return f"answered {status}, not {self.status}: {str(answer)[:300]}"
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        if self.status == 413:
+            return None if self.reason in str(detail) else f"413 without the limit: {detail}"
+        locs = [tuple(e.get("loc", ())) for e in detail or () if isinstance(e, dict)]
+        wanted = ("body", *self.loc)
+        if not any(loc[: len(wanted)] == wanted for loc in locs):
+            return f"422 does not name {list(wanted)}: {str(detail)[:300]}"
+        return None
+
+
+def _resolved(spec: DOC, schema: DOC) -> DOC:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _key_for(spec: DOC, schema: DOC) -> str:
+    names = _resolved(spec, schema.get("propertyNames") or {})
+    return str(names.get("enum", [DEFAULT_KEY])[0])
+
+
+def number_fields(
+    spec: DOC, schema: DOC, at: tuple[str | int, ...] = (), depth: int = 0
+) -> Iterator[tuple[str | int, ...]]:
+    """Where a body of this JSON schema holds a number: each path, into nested objects, the
+    first item of arrays and a key of maps."""
+    schema = _resolved(spec, schema)
+    if depth > 8:
+        return
+    if schema.get("type") in ("integer", "number"):
+        yield at
+    for choice in (*schema.get("anyOf", ()), *schema.get("oneOf", ()), *schema.get("allOf", ())):
+        yield from number_fields(spec, choice, at, depth + 1)
+    for name, prop in schema.get("properties", {}).items():
+        yield from number_fields(spec, prop, (*at, name), depth + 1)
+    if isinstance(schema.get("items"), dict):
+        yield from number_fields(spec, schema["items"], (*at, 0), depth + 1)
+    if isinstance(schema.get("additionalProperties"), dict):
+        key = _key_for(spec, schema)
+        yield from number_fields(spec, schema["additionalProperties"], (*at, key), depth + 1)
+
+
+def _nest(at: tuple[str | int, ...], raw: bytes) -> bytes:
+    """The raw JSON text of a body holding `raw` at path `at` (and nothing else)."""
+    for step in reversed(at):
+        raw = b"[" + raw + b"]" if isinstance(step, int) else _member(step, raw)
+    return raw
+
+
+def _member(key: str, raw: bytes) -> bytes:
+    return b"{" + json.dumps(key).encode() + b": " + raw + b"}"
+
+
+def body_limit(service: str, path: str, env: Mapping[str, str]) -> tuple[int, str]:
+    """The body size limit of one route, as a service started with `env` reads it."""
+    setting, field_name = "GREENIT_MAX_BODY_BYTES", "max_body_bytes"
+    fields = ServiceSettings.model_fields
+    if service == "intake" and path == "/pickups/{pickup_id}/manifest":
+        from services.intake.settings import Settings as IntakeSettings
+
+        setting, field_name = "GREENIT_MAX_MANIFEST_BODY_BYTES", "max_manifest_body_bytes"
+        fields = IntakeSettings.model_fields
+    return int(env.get(setting, fields[field_name].default)), setting
+
+
+def hostile_cases(service: str, spec: DOC, env: Mapping[str, str] = os.environ) -> list[Hostile]:
+    """The hostile bodies for every operation of one OpenAPI document that takes JSON."""
+    cases = []
+    for path, operations in spec.get("paths", {}).items():
+        operation = operations.get("post")
+        content = (operation or {}).get("requestBody", {}).get("content", {})
+        if "application/json" not in content:
+            continue
+        schema = _resolved(spec, content["application/json"]["schema"])
+        first = next(iter(schema.get("properties", {})), DEFAULT_KEY)
+        for what, raw in HOSTILE_VALUES.items():
+            cases.append(Hostile(path, what, _member(first, raw), 422, (first,)))
+        repeated = b"{" + b", ".join([json.dumps(first).encode() + b': "a"'] * 2) + b"}"
+        cases.append(Hostile(path, "repeated key", repeated, 422, (first,)))
+        for at in number_fields(spec, schema):
+            cases.append(Hostile(path, f"true for {list(at)}", _nest(at, b"true"), 422, at))
+        limit, setting = body_limit(service, path, env)
+        oversized = _member(first, json.dumps("x" * limit).encode())
+        cases.append(
+            Hostile(path, "oversized body", oversized, 413, reason=f"{limit} bytes ({setting})")
+        )
+    return cases
 
 
 CALLERS = ("staff", "donor", "recipient", "anonymous")
@@ -511,6 +685,9 @@ def fuzz_service(
                 pending = generate(i + 1)
             for p in planned:
                 target.send(p.case, p.who)
+    spec = target.session.get(url + "/openapi.json", timeout=30).json()
+    for hostile in hostile_cases(service, spec):
+        target.send_hostile(hostile, target.caller_of("POST", hostile.path))
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -3,6 +3,7 @@ from faststream.specification import AsyncAPI
 from services.intake import api, certificate_api, handlers, manifest_api, ops_api, report_api
 from services.intake.settings import Settings
 from services.intake.store import setup
+from shared.bodies import BodyLimit
 from shared.events import (
     DeviceReceived,
     Event,
@@ -55,4 +56,11 @@ app = create_app(
     ],
     description="Pickups requested by donors; devices scanned into the warehouse; "
     "the donor's view of what became of each device.",
+    body_limits=[
+        BodyLimit(
+            "/pickups/{pickup_id}/manifest",
+            settings.max_manifest_body_bytes,
+            "GREENIT_MAX_MANIFEST_BODY_BYTES",
+        )
+    ],
 )

@@ -141,10 +141,15 @@ def validate_row(upload: UploadRow) -> ManifestRow | list[RowError]:
         if name not in ROW_FIELDS
     ]
     known = {name: value for name, value in cells.items() if name in ROW_FIELDS}
+    # Cells are text (as in the file) or numbers; a JSON true/false is neither, even where the
+    # scan's lax reading of text would take it as 1 or 0.
+    flags = [name for name, value in known.items() if isinstance(value, bool)]
+    errors += [RowError(row=upload.row, field=name, reason=_NO_FLAGS) for name in flags]
     try:
         request = ScanRequest.model_validate({**known, "location": _NO_LOCATION})
     except ValidationError as exc:
-        errors += [_row_error(upload.row, detail) for detail in exc.errors()]
+        found = [_row_error(upload.row, detail) for detail in exc.errors()]
+        errors += [e for e in found if e.field not in flags]
     if errors:
         return errors
     if request.asset_tag is None and request.serial_number is None:
@@ -159,6 +164,9 @@ def validate_row(upload: UploadRow) -> ManifestRow | list[RowError]:
         asset_tag=request.asset_tag,
         serial_number=request.serial_number,
     )
+
+
+_NO_FLAGS = "a cell is text or a number, not true or false"
 
 
 def _unknown_field(name: str) -> str:

@@ -28,3 +28,9 @@ class Settings(ServiceSettings):
         description="Rows one pickup's asset list may hold; an import past it is refused whole "
         "(413) with the limit.",
     )
+    max_manifest_body_bytes: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Largest body of an asset-list (CSV) import, POST /pickups/{id}/manifest "
+        "(4 MiB: 1,000 rows of long cells); other bodies keep GREENIT_MAX_BODY_BYTES.",
+    )

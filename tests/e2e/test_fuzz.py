@@ -4,7 +4,10 @@ Real data is seeded first through the APIs (tools/fuzz.py `seed`) so generated p
 existing pickups, devices, certificates, requests, shipments and lots; then about a thousand
 generated requests, valid and invalid, go to every operation with the caller's role (staff, the
 donor or the recipient, sometimes another role or no key). Deterministic: hypothesis is
-derandomized. `uv run python -m tools.fuzz --cases 10000` does the same at a larger scale.
+derandomized. Then every operation with a JSON body gets the hostile bodies of
+`tools.fuzz.hostile_cases` (NaN, Infinity, -Infinity, 1e309, a lone surrogate, a repeated key,
+`true` in each number field, a body over the limit). `uv run python -m tools.fuzz --cases 10000`
+does the same at a larger scale.
 """
 
 from __future__ import annotations
@@ -71,6 +74,14 @@ def test_no_generated_request_makes_a_service_answer_with_a_server_error(fuzzed)
 def test_no_request_answered_4xx_changes_any_stored_data(fuzzed):
     counts = {s: stats.refused_but_changed for s, stats in fuzzed.items()}
     assert counts == dict.fromkeys(SERVICES, 0), "\n".join(_failures(fuzzed, "changed "))
+
+
+def test_bodies_no_json_encoder_writes_reach_every_service_and_get_a_4xx_naming_the_field(
+    fuzzed,
+):
+    for stats in fuzzed.values():
+        assert stats.hostile > 0, f"{stats.service}: no hostile body sent"
+    assert _failures(fuzzed, "hostile ") == []
 
 
 def test_every_answer_conforms_to_the_openapi_schema_and_invalid_data_is_refused(fuzzed):

@@ -227,6 +227,8 @@ def test_a_valid_row_becomes_what_the_scan_would_register():
         ({"asset_tag": "T" * 65}, "asset_tag", "at most 64 characters"),
         ({"colour": "grey"}, "colour", "unknown field"),
         ({"location": "Brussels"}, "location", "given at the scan station"),
+        ({"weight_kg": True}, "weight_kg", "not true or false"),
+        ({"make": False}, "make", "not true or false"),
     ],
 )
 def test_a_row_that_would_not_scan_is_refused_naming_the_field(cells, field, reason):

@@ -43,7 +43,7 @@ def test_answers_follow_from_the_route_shape():
     assert _codes(schema, "/things", "get") == {"200", "401", "403", "429", "503"}
     ship = {"200", "401", "403", "404", "409", "422", "429", "503"}
     assert _codes(schema, "/things/{thing_id}/ship", "post") == ship
-    assert _codes(schema, "/things", "post") == ship | {"400"}  # a body: ids in it, parse errors
+    assert _codes(schema, "/things", "post") == ship | {"400", "413"}  # a body: ids, parse, size
 
 
 def test_error_answers_have_the_problem_body_and_a_reason():
