@@ -1,8 +1,10 @@
 """What every service process is: an HTTP app whose lifespan opens the store and the broker.
 
-`/health` answers 200 only when both Kafka and the store answer; `/docs` is the OpenAPI UI
-and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN); `/metrics` is the
-process's Prometheus metrics (`shared.observability`).
+`/health` answers 200 only when both Kafka and the store answer; `/docs` (Swagger UI) and
+`/redoc` show the OpenAPI document and `/asyncapi` the AsyncAPI one, all served from local files
+(no CDN); `/metrics` is the process's Prometheus metrics (`shared.observability`). Every HTML
+answer carries the headers of `shared.http_security` (a nonce-based Content-Security-Policy,
+no framing, nosniff).
 """
 
 import logging
@@ -13,6 +15,11 @@ from typing import Annotated, Any, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from faststream.kafka import KafkaBroker
@@ -26,6 +33,7 @@ from shared import mongo, observability
 from shared.auth import Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
+from shared.http_security import SecurityHeaders, csp_nonce, stamp_nonce
 from shared.kafka import EventBus, is_transient
 from shared.openapi import declare_error_answers
 from shared.outbox import Relay
@@ -122,6 +130,9 @@ def create_app(
         # FastAPI's own request span starts before routing, so its trace cannot be the
         # device's; HttpObservability makes that span instead
         telemetry={"tracing": False},
+        # the pages are served below, with the nonce of shared.http_security's policy
+        docs_url=None,
+        redoc_url=None,
     )
     for router in routers:
         app.include_router(router)
@@ -176,8 +187,36 @@ def create_app(
         return JSONResponse(asyncapi.to_specification().to_jsonable())
 
     @app.get("/asyncapi", include_in_schema=False)
-    async def asyncapi_page() -> HTMLResponse:
-        return HTMLResponse(_ASYNCAPI_PAGE.replace("{title}", app.title))
+    async def asyncapi_page(request: Request) -> HTMLResponse:
+        page = _ASYNCAPI_PAGE.replace("{title}", app.title)
+        return HTMLResponse(stamp_nonce(page, csp_nonce(request)))
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=_OAUTH2_REDIRECT,
+            swagger_js_url=f"{_DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_STATIC}/favicon.png",
+        )
+        return _stamped(page, request)
+
+    @app.get(_OAUTH2_REDIRECT, include_in_schema=False)
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
+        return _stamped(get_swagger_ui_oauth2_redirect_html(), request)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{_DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{_DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+        return _stamped(page, request)
 
     @app.get("/asyncapi/static/{name}", include_in_schema=False)
     async def asyncapi_static(name: str) -> Response:
@@ -189,8 +228,15 @@ def create_app(
 
     own = [r for r in app.router.routes if isinstance(r, Route)]
     included = [r for router in routers for r in router.routes if isinstance(r, Route)]
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(observability.HttpObservability, routes=[*own, *included])
     return app
+
+
+def _stamped(page: HTMLResponse, request: Request) -> HTMLResponse:
+    """A library's page, built from constants, with this request's nonce on its scripts."""
+    html = bytes(page.body).decode("utf-8")
+    return HTMLResponse(stamp_nonce(html, csp_nonce(request)))
 
 
 def serve(app_path: str, settings: ServiceSettings) -> None:
@@ -209,6 +255,8 @@ def serve(app_path: str, settings: ServiceSettings) -> None:
 
 
 _VIEWER_FILES = {"index.js", "default.min.css"}
+_DOCS_STATIC = "/static-offline-docs"  # where fastapi_offline mounts Swagger UI and ReDoc
+_OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 _ASYNCAPI_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}: AsyncAPI</title>
