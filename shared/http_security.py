@@ -19,7 +19,7 @@ refused with 403.
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -29,19 +29,26 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def content_security_policy(nonce: str) -> str:
-    return (
-        "default-src 'none'; "
-        f"script-src 'nonce-{nonce}'; "
-        f"style-src 'self' 'nonce-{nonce}'; "
-        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
+def content_security_policy(nonce: str, widened: Mapping[str, str] | None = None) -> str:
+    directives = {
+        "default-src": "'none'",
+        "script-src": f"'nonce-{nonce}'",
+        "style-src": f"'self' 'nonce-{nonce}'",
+        "img-src": "'self' data:",
+        "font-src": "'self' data:",
+        "connect-src": "'self'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
+    for directive, sources in (widened or {}).items():
+        directives[directive] = f"{directives.get(directive, '')} {sources}".strip()
+    return "; ".join(f"{name} {sources}" for name, sources in directives.items())
 
 
-def html_headers(nonce: str) -> dict[str, str]:
+def html_headers(nonce: str, widened: Mapping[str, str] | None = None) -> dict[str, str]:
     return {
-        "content-security-policy": content_security_policy(nonce),
+        "content-security-policy": content_security_policy(nonce, widened),
         "x-frame-options": "DENY",
         "referrer-policy": "no-referrer",
     }
@@ -51,6 +58,13 @@ def csp_nonce(request: Request) -> str:
     """This request's nonce, for the inline `<script>` and `<style>` of the page it answers."""
     nonce: str = request.state.csp_nonce
     return nonce
+
+
+def widen(request: Request, directive: str, sources: str) -> None:
+    """Adds `sources` to one directive of this answer's policy: for a page that cannot work
+    without (the AsyncAPI viewer compiles its schema validators with `new Function`)."""
+    widened: dict[str, str] = request.scope["state"].setdefault("csp_widened", {})
+    widened[directive] = f"{widened.get(directive, '')} {sources}".strip()
 
 
 _INLINE = re.compile(r"<(script|style)\b")
@@ -74,7 +88,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         nonce = secrets.token_urlsafe(16)
-        scope.setdefault("state", {})["csp_nonce"] = nonce
+        state = scope.setdefault("state", {})
+        state["csp_nonce"] = nonce
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -83,7 +98,7 @@ class SecurityHeaders:
                 added = {"x-content-type-options": "nosniff"}
                 content_type = dict(headers).get(b"content-type", b"").decode("latin-1")
                 if content_type.lower().startswith("text/html"):
-                    added |= html_headers(nonce)
+                    added |= html_headers(nonce, state.get("csp_widened"))
                     added.setdefault("cache-control", "no-store")
                 # the policy is this middleware's alone; other headers a route may choose
                 headers = [
