@@ -459,3 +459,11 @@ def test_the_html_escapes_what_partners_typed_and_carries_the_chart_inline():
     assert html.count("<svg") == 1
     assert "<?xml" not in html
     assert impact_render.render_html(report(docs)) == html
+
+
+def test_the_chart_has_no_style_attributes_the_pages_policy_would_drop():
+    docs = [device("x", START, *delivered(START + 5 * DAY))]
+    svg = impact_render.chart_svg(report(docs))
+    assert "style=" not in svg
+    assert 'fill="rgb(' in svg
+    assert 'stroke="' in svg
