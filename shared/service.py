@@ -1,10 +1,11 @@
 """What every service process is: an HTTP app whose lifespan opens the store and the broker.
 
 `/health` answers 200 only when both Kafka and the store answer and no consumer of the
-process is stuck (its `consumers` section says how each consumer group fares); `/docs` is the
-OpenAPI UI
-and `/asyncapi` the AsyncAPI viewer, both served from local files (no CDN); `/metrics` is the
-process's Prometheus metrics (`shared.observability`).
+process is stuck (its `consumers` section says how each consumer group fares); `/docs` (Swagger
+UI) and `/redoc` show the OpenAPI document and `/asyncapi` the AsyncAPI one, all served from
+local files (no CDN); `/metrics` is the process's Prometheus metrics (`shared.observability`).
+Every HTML answer carries the headers of `shared.http_security` (a nonce-based
+Content-Security-Policy, no framing, nosniff).
 """
 
 import logging
@@ -15,6 +16,10 @@ from typing import Annotated, Any, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.openapi.docs import (
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from faststream.kafka import KafkaBroker
@@ -28,6 +33,7 @@ from shared import bodies, mongo, observability
 from shared.auth import FailedAuthentications, Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
+from shared.http_security import SecurityHeaders, csp_nonce, stamp_nonce, widen
 from shared.kafka import EventBus, is_transient
 from shared.openapi import declare_error_answers
 from shared.outbox import Relay
@@ -128,6 +134,9 @@ def create_app(
         # FastAPI's own request span starts before routing, so its trace cannot be the
         # device's; HttpObservability makes that span instead
         telemetry={"tracing": False},
+        # the pages are served below, with the nonce of shared.http_security's policy
+        docs_url=None,
+        redoc_url=None,
     )
     for router in routers:
         app.include_router(router)
@@ -192,8 +201,35 @@ def create_app(
         return JSONResponse(asyncapi.to_specification().to_jsonable())
 
     @app.get("/asyncapi", include_in_schema=False)
-    async def asyncapi_page() -> HTMLResponse:
-        return HTMLResponse(_ASYNCAPI_PAGE.replace("{title}", app.title))
+    async def asyncapi_page(request: Request) -> HTMLResponse:
+        page = _ASYNCAPI_PAGE.replace("{title}", app.title)
+        widen(request, "script-src", "'unsafe-eval'")  # its schema validators (ajv) need it
+        return HTMLResponse(stamp_nonce(page, csp_nonce(request)))
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=_OAUTH2_REDIRECT,
+            swagger_js_url=f"{_DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_STATIC}/favicon.png",
+        )
+        return _stamped(page, request)
+
+    @app.get(_OAUTH2_REDIRECT, include_in_schema=False)
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
+        return _stamped(get_swagger_ui_oauth2_redirect_html(), request)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        # ReDoc's own page would leave its styles without the nonce: it takes it as an option
+        nonce = csp_nonce(request)
+        widen(request, "style-src", _REDOC_LOAD_STYLE)
+        widen(request, "worker-src", "blob:")  # its search index runs in a worker it builds
+        page = _REDOC_PAGE.replace("{title}", app.title).replace("{nonce}", nonce)
+        return HTMLResponse(stamp_nonce(page, nonce))
 
     @app.get("/asyncapi/static/{name}", include_in_schema=False)
     async def asyncapi_static(name: str) -> Response:
@@ -206,8 +242,15 @@ def create_app(
     bodies.install(app, max_bytes=settings.max_body_bytes, limits=body_limits)
     own = [r for r in app.router.routes if isinstance(r, Route)]
     included = [r for router in routers for r in router.routes if isinstance(r, Route)]
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(observability.HttpObservability, routes=[*own, *included])
     return app
+
+
+def _stamped(page: HTMLResponse, request: Request) -> HTMLResponse:
+    """A library's page, built from constants, with this request's nonce on its scripts."""
+    html = bytes(page.body).decode("utf-8")
+    return HTMLResponse(stamp_nonce(html, csp_nonce(request)))
 
 
 def serve(app_path: str, settings: ServiceSettings) -> None:
@@ -226,6 +269,8 @@ def serve(app_path: str, settings: ServiceSettings) -> None:
 
 
 _VIEWER_FILES = {"index.js", "default.min.css"}
+_DOCS_STATIC = "/static-offline-docs"  # where fastapi_offline mounts Swagger UI and ReDoc
+_OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 _ASYNCAPI_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}: AsyncAPI</title>
@@ -235,5 +280,25 @@ _ASYNCAPI_PAGE = """<!doctype html>
 <script>
 AsyncApiStandalone.render({schema: {url: "/asyncapi.json", options: {method: "GET"}},
   config: {show: {sidebar: true}}}, document.getElementById("asyncapi"));
+</script></body></html>
+"""
+
+# The CSS ReDoc's bundle inserts as it loads, before it was given the nonce, allowed by its hash,
+# and the empty style element it starts with (tests/e2e/test_security_headers.py sees either
+# blocked if a new bundle changes them).
+_REDOC_LOAD_STYLE = (
+    "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc=' "
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+)
+
+_REDOC_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - ReDoc</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/static-offline-docs/favicon.png">
+<style>body { margin: 0; padding: 0; }</style></head>
+<body><div id="redoc"></div>
+<script src="/static-offline-docs/redoc.standalone.js"></script>
+<script>
+Redoc.init("/openapi.json", {nonce: "{nonce}"}, document.getElementById("redoc"));
 </script></body></html>
 """

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
@@ -25,6 +31,7 @@ from shared.events import (
 )
 from shared.topics import topic_of
 from tests.conftest import BOOTSTRAP, MONGO_URL, settings_in
+from tools.cluster import free_port
 
 T = TypeVar("T")
 
@@ -149,3 +156,82 @@ def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
         functional_grade=Grade.B,
         erasure_certificate_id=uuid4(),
     )
+
+
+@contextmanager
+def running_ops_page(env: Mapping[str, str], log_path: Path, *args: str) -> Iterator[str]:
+    """`python -m tools.ops web` as a process, until it answers; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "tools.ops", "web", "--port", str(port), *args]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the ops page did not start"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+_GET_ROUTES = """
+import importlib, json, sys
+from starlette.routing import Route
+
+def paths(routes):
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            assert not route.include_context.prefix, "a prefixed router: extend this walk"
+            yield from paths(included.routes)
+        elif isinstance(route, Route) and "GET" in (route.methods or ()):
+            yield route.path
+
+found = {}
+for spec in sys.argv[1:]:
+    module, _, attribute = spec.partition(":")
+    app = getattr(importlib.import_module(module), attribute)
+    found[spec] = sorted(set(paths(app.routes)))
+print(json.dumps(found))
+"""
+
+
+def get_routes(*apps: str) -> dict[str, list[str]]:
+    """Every GET path of each app (`module:attribute`), read in a separate process so that
+    importing the services configures nothing in this one."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GET_ROUTES, *apps], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, list[str]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def html_protection_missing(response: httpx.Response) -> list[str]:
+    """What an HTML answer lacks of shared.http_security's headers (empty: all there)."""
+    policy = response.headers.get("content-security-policy", "")
+    directives = {d.strip().split(" ")[0]: d.strip() for d in policy.split(";") if d.strip()}
+    missing = []
+    script = directives.get("script-src", "")
+    if "'nonce-" not in script or "unsafe-inline" in script or "*" in script:
+        missing.append(f"script-src with a nonce only: {script!r}")
+    if directives.get("default-src") != "default-src 'none'":
+        missing.append("default-src 'none'")
+    if directives.get("frame-ancestors") != "frame-ancestors 'none'":
+        missing.append("frame-ancestors 'none'")
+    if response.headers.get("x-frame-options") != "DENY":
+        missing.append("X-Frame-Options: DENY")
+    if response.headers.get("x-content-type-options") != "nosniff":
+        missing.append("X-Content-Type-Options: nosniff")
+    return missing

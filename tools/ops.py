@@ -1,7 +1,7 @@
 """Operations console (terminal) and page (browser): is the flow moving, and where does it stick?
 
     python -m tools.ops console [--interval 2] [--stuck-after SECONDS|JSON] [--once]
-    python -m tools.ops web [--port 8005] [--poll 3]
+    python -m tools.ops web [--host 127.0.0.1] [--server-name NAME] [--port 8005] [--poll 3]
 
 Both show the same overview of one namespace (GREENIT_NAMESPACE):
 - per-topic messages (the sum of end offsets) and rates, sampled twice, rate = delta / seconds;
@@ -11,10 +11,12 @@ Both show the same overview of one namespace (GREENIT_NAMESPACE):
 - each service's consumers, from its `GET /health` (`consumers`): ok, retrying or stuck, failed
   deliveries in a row, the age of the oldest record not yet processed (GREENIT_SERVICE_URLS, JSON
   {service: url}, overrides the default http://127.0.0.1:8001-8004);
-- devices per stage, the oldest and the stuck ones, from intake's `GET /ops/stages`, called with
-  an operations API key from GREENIT_OPS_API_KEY at GREENIT_INTAKE_URL (default
-  http://127.0.0.1:8001).
-The page also finds a device by serial number or asset tag and shows its timeline.
+- devices per stage, the oldest and the stuck ones, from intake's `GET /ops/stages` at
+  GREENIT_INTAKE_URL (default http://127.0.0.1:8001), called by the console with the operations
+  key in GREENIT_OPS_API_KEY, and by the page with the key its user signed in with.
+The page also finds a device by serial number or asset tag and shows its timeline. It holds no
+key: each /api/* call carries the user's operations or staff key (kept in the browser tab),
+checked by intake; a Host header other than the bind address or a --server-name is refused.
 """
 
 import argparse
@@ -35,8 +37,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, SecretStr
 from rich.console import Console, Group
 from rich.live import Live
@@ -44,6 +47,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.intake.ops_api import StagesView
+from shared.http_security import HostGuard, SecurityHeaders, allowed_hosts, csp_nonce
 from shared.settings import ServiceSettings
 from shared.topics import ALL_TOPICS, DEAD_LETTER
 from tools.cluster import SERVICES
@@ -298,14 +302,16 @@ class Collector:
         await self._offsets.stop()
         await self._admin.close()
 
-    async def overview(self) -> Overview:
+    async def overview(self, key: SecretStr | None = None) -> Overview:
+        """`key`: the caller's operations or staff key for intake (the page's signed-in user);
+        the console's is GREENIT_OPS_API_KEY."""
         async with self._lock:
             if self._last and time.monotonic() - self._last_monotonic < self.min_window_s:
                 return self._last
             before, after = await self._two_samples()
             beginning = await self._beginning()
             rates = topic_rates(before, after, self.namespace)
-            stages, stages_error = await self._current_stages()
+            stages, stages_error = await self._current_stages(key or self.settings.ops_api_key)
             self._last = Overview(
                 namespace=self.namespace,
                 taken_at=datetime.now(UTC),
@@ -323,14 +329,23 @@ class Collector:
             self._last_monotonic = time.monotonic()
             return self._last
 
-    async def search(self, query: str) -> tuple[int, Any]:
+    async def search(self, query: str, key: SecretStr | None = None) -> tuple[int, Any]:
         """Intake's answer to `GET /ops/devices?q=`: its status code and body."""
-        key = self.settings.ops_api_key
+        return await self._ask_intake("/ops/devices", key, {"q": query})
+
+    async def operator(self, key: SecretStr) -> tuple[int, Any]:
+        """Intake's answer to `GET /ops/me`: whose operations or staff key this is, or 401/403."""
+        return await self._ask_intake("/ops/me", key)
+
+    async def _ask_intake(
+        self, path: str, key: SecretStr | None, params: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        key = key or self.settings.ops_api_key
         if key is None:
             return 503, {"detail": _NO_KEY}
         try:
             response = await self._http.get(
-                "/ops/devices", params={"q": query}, headers={"X-API-Key": key.get_secret_value()}
+                path, params=params, headers={"X-API-Key": key.get_secret_value()}
             )
         except httpx.HTTPError as exc:
             return 502, {"detail": f"intake at {self.settings.intake_url} did not answer: {exc}"}
@@ -459,25 +474,24 @@ class Collector:
 
     # -- intake --
 
-    async def _current_stages(self) -> tuple[StagesView | None, str | None]:
+    async def _current_stages(self, key: SecretStr | None) -> tuple[StagesView | None, str | None]:
         """The latest stage table; refreshed in the background every `stages_every_s`, since
         with a large custody view one refresh may take seconds."""
         due = self._stages_at is None or time.monotonic() - self._stages_at >= self.stages_every_s
         if due and self._stages_task is None:
-            self._stages_task = asyncio.create_task(self._fetch_stages())
+            self._stages_task = asyncio.create_task(self._fetch_stages(key))
         if self._stages_at is None and self._stages_task is not None:
             await asyncio.shield(self._stages_task)
         return self._stages, self._stages_error
 
-    async def _fetch_stages(self) -> None:
+    async def _fetch_stages(self, key: SecretStr | None) -> None:
         try:
-            self._stages, self._stages_error = await self._ask_stages()
+            self._stages, self._stages_error = await self._ask_stages(key)
         finally:
             self._stages_at = time.monotonic()
             self._stages_task = None
 
-    async def _ask_stages(self) -> tuple[StagesView | None, str | None]:
-        key = self.settings.ops_api_key
+    async def _ask_stages(self, key: SecretStr | None) -> tuple[StagesView | None, str | None]:
         if key is None:
             return None, _NO_KEY
         params = {"stuck_after": self.stuck_after} if self.stuck_after else {}
@@ -640,7 +654,11 @@ async def run_console(collector: Collector, interval_s: float, once: bool) -> in
 # ---- the page ---------------------------------------------------------------------------------
 
 
-def web_app(collector: Collector, poll_s: float = 3.0) -> FastAPI:
+def web_app(
+    collector: Collector, poll_s: float = 3.0, hosts: Iterable[str] = allowed_hosts("127.0.0.1")
+) -> FastAPI:
+    """The page and its /api/*: every call signed in with an operations or staff key, which
+    intake checks (`/ops/me`) and which is the one forwarded to intake; the page holds none."""
     page = TEMPLATE.read_text(encoding="utf-8").replace("{{POLL_MS}}", str(int(poll_s * 1000)))
 
     @asynccontextmanager
@@ -650,32 +668,66 @@ def web_app(collector: Collector, poll_s: float = 3.0) -> FastAPI:
 
     app = FastAPI(title="Green IT operations", lifespan=lifespan, docs_url=None, redoc_url=None)
 
+    async def signed_in(key: Annotated[str | None, Security(_KEY_HEADER)]) -> SecretStr:
+        if not key:
+            raise HTTPException(
+                401, "sign in: send an operations or staff key in X-API-Key", _CHALLENGE
+            )
+        secret = SecretStr(key)
+        status_code, body = await collector.operator(secret)
+        if status_code == 200:
+            return secret
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if status_code in (401, 403):
+            headers = _CHALLENGE if status_code == 401 else None
+            raise HTTPException(status_code, detail or "this key was refused", headers)
+        raise HTTPException(502, f"intake could not check the key: {detail or status_code}")
+
+    operator = Depends(signed_in)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page.replace("{{NONCE}}", csp_nonce(request)))
+
+    @app.get("/api/me")
+    async def me(key: Annotated[SecretStr, operator]) -> JSONResponse:
+        status_code, body = await collector.operator(key)
+        return JSONResponse(body, status_code=status_code)
 
     @app.get("/api/overview", response_model=Overview)
-    async def overview() -> Overview | JSONResponse:
+    async def overview(key: Annotated[SecretStr, operator]) -> Overview | JSONResponse:
         try:
-            return await collector.overview()
+            return await collector.overview(key)
         except Exception as exc:  # the page says why instead of going blank
             return JSONResponse({"detail": f"could not gather the overview: {exc!r}"}, 503)
 
     @app.get("/api/devices")
     async def devices(
+        key: Annotated[SecretStr, operator],
         q: Annotated[str, Query(min_length=1, max_length=128, description="Tag or serial")],
     ) -> JSONResponse:
-        status_code, body = await collector.search(q)
+        status_code, body = await collector.search(q, key)
         return JSONResponse(body, status_code=status_code)
 
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostGuard, hosts=hosts)
     return app
 
 
-def run_web(collector: Collector, port: int, poll_s: float) -> int:
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
+_CHALLENGE = {"WWW-Authenticate": "APIKey"}
+
+
+def run_web(
+    collector: Collector, host: str, port: int, poll_s: float, names: Iterable[str] = ()
+) -> int:
     import uvicorn
 
-    print(f"ops page on http://127.0.0.1:{port}/", flush=True)
-    uvicorn.run(web_app(collector, poll_s), host="127.0.0.1", port=port, log_level="warning")
+    hosts = allowed_hosts(host, names)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ops page on http://{shown}:{port}/ (answers to Host {', '.join(sorted(hosts))})")
+    app = web_app(collector, poll_s, hosts)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
@@ -719,6 +771,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     console.add_argument("--once", action="store_true", help="print one screen and exit")
     web = sub.add_parser("web", parents=[common], help="the same numbers on a web page")
     web.add_argument("--port", type=int, default=8005)
+    web.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    web.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        help="a name the page is reached by (repeatable); other Host headers get 400",
+    )
     web.add_argument("--poll", type=float, default=3.0, help="seconds between page refreshes")
     return parser.parse_args(argv)
 
@@ -728,11 +787,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = OpsSettings(
         namespace=args.namespace, kafka_bootstrap=args.bootstrap, intake_url=args.intake_url
     )
+    if args.command == "web":  # the page forwards its signed-in user's key, never this one
+        settings = settings.model_copy(update={"ops_api_key": None})
     collector = Collector(
         settings, stuck_after=args.stuck_after, stages_every_s=max(0.0, args.stages_every)
     )
     if args.command == "web":
-        return run_web(collector, args.port, args.poll)
+        return run_web(collector, args.host, args.port, args.poll, args.server_name)
     try:
         return asyncio.run(run_console(collector, max(0.5, args.interval), args.once))
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -22,6 +22,7 @@ from services.intake.certificates import (
 )
 from services.intake.settings import Settings
 from shared.auth import Principal, Role
+from shared.http_security import csp_nonce
 from shared.service import Runtime
 
 _templates = Environment(
@@ -79,6 +80,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         responses={200: {"content": {"text/html": {}}}},
     )
     async def verify(
+        request: Request,
         device_id: UUID,
         digest: Digest | None = None,
         format: Literal["html", "json"] = "html",
@@ -89,7 +91,8 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         view = public_view(doc, digest)
         if format == "json":
             return view
-        page = _templates.get_template("verify.html").render(device=view)
+        nonce = csp_nonce(request)
+        page = _templates.get_template("verify.html").render(device=view, nonce=nonce)
         return HTMLResponse(page)
 
     return api

@@ -9,6 +9,7 @@ identical bytes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -455,9 +456,23 @@ def _axis_labels(report: ImpactReport) -> list[str]:
     return [b.start.strftime(fmt) if i % every == 0 else "" for i, b in enumerate(report.flow)]
 
 
+_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
+
+
+def _presentation_attributes(match: re.Match[str]) -> str:
+    declarations = (d.partition(":") for d in match.group(1).split(";"))
+    return "".join(
+        f' {name.strip()}="{escape(value.strip(), {chr(34): "&quot;"})}"'
+        for name, _, value in declarations
+        if name.strip()
+    )
+
+
 def chart_svg(report: ImpactReport) -> str:
+    """The chart with SVG presentation attributes instead of `style="..."`, which the pages'
+    Content-Security-Policy (no inline style attributes) would drop."""
     svg = renderSVG.drawToString(flow_chart(report))
-    return svg[svg.index("<svg") :]
+    return _STYLE_ATTRIBUTE.sub(_presentation_attributes, svg[svg.index("<svg") :])
 
 
 # ---- HTML -------------------------------------------------------------------------------------
@@ -474,9 +489,11 @@ def _environment() -> Environment:
     )
 
 
-def render_html(report: ImpactReport) -> str:
+def render_html(report: ImpactReport, nonce: str = "") -> str:
+    """`nonce`: the request's Content-Security-Policy nonce, for the page's inline style."""
     template = _environment().get_template("impact.html")
     return template.render(
+        nonce=nonce,
         title=title_of(report),
         period=period_line(report),
         as_of=as_of_line(report),

@@ -233,9 +233,23 @@ def _invalid(name: str, value: Any, message: str) -> RequestValidationError:
     )
 
 
+class Operator(BaseModel):
+    partner_id: str
+    name: str
+    role: Role
+
+
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter()
     operations = Depends(runtime.require(Role.OPERATIONS, Role.STAFF))
+
+    @api.get(
+        "/ops/me",
+        tags=["operations"],
+        summary="Whose operations or staff key this is (the operations page's sign-in check)",
+    )
+    async def who_am_i(principal: Annotated[Principal, operations]) -> Operator:
+        return Operator(partner_id=principal.partner_id, name=principal.name, role=principal.role)
 
     @api.get(
         "/ops/stages",

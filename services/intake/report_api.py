@@ -5,7 +5,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BeforeValidator, ValidationError
@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, ValidationError
 from services.intake import impact, impact_render, store
 from services.intake.settings import Settings
 from shared.auth import Principal, Role
+from shared.http_security import csp_nonce
 from shared.mongo import Database, Document
 from shared.service import Runtime
 
@@ -62,9 +63,10 @@ async def donor_devices(db: Database, partner_id: str) -> list[Document]:
     return await store.find_summaries(db, {"partner_id": partner_id})
 
 
-def render(report: impact.ImpactReport, report_format: ReportFormat) -> Response:
+def render(report: impact.ImpactReport, report_format: ReportFormat, nonce: str = "") -> Response:
     if report_format == "html":
-        return Response(impact_render.render_html(report), media_type="text/html; charset=utf-8")
+        page = impact_render.render_html(report, nonce)
+        return Response(page, media_type="text/html; charset=utf-8")
     if report_format == "pdf":
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", report.partner_id)
         filename = f"impact-{name}-{report.period.start}-{report.period.end}.pdf"
@@ -82,7 +84,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
     reader = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
 
     def build(
-        docs: list[Document], partner_id: str, period: impact.Period, fmt: ReportFormat
+        docs: list[Document], partner_id: str, period: impact.Period, fmt: ReportFormat, nonce: str
     ) -> Response:
         report = impact.compute(
             docs,
@@ -91,7 +93,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
             factors=factors,
             provisional=period.end_at > datetime.now(UTC),
         )
-        return render(report, fmt)
+        return render(report, fmt, nonce)
 
     @api.get(
         "/reports/impact",
@@ -107,6 +109,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         },
     )
     async def impact_report(
+        request: Request,
         principal: Annotated[Principal, reader],
         start: Annotated[IsoDate, Query(description="First day (UTC), included")],
         end: Annotated[IsoDate, Query(description="Day after the last (UTC), excluded")],
@@ -119,6 +122,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         donor = report_donor(principal, partner_id)
         period = report_period(start, end)
         docs = await donor_devices(runtime.db, donor)
-        return await asyncio.to_thread(build, docs, donor, period, report_format)
+        nonce = csp_nonce(request)
+        return await asyncio.to_thread(build, docs, donor, period, report_format, nonce)
 
     return api

@@ -2,19 +2,19 @@
 
 The page (templates/station.html, inline script, no external assets) asks for the staff key
 (kept in the tab's sessionStorage), a pickup and the location, then registers each scanned
-barcode with `POST /pickups/{id}/scan-code`. A fresh nonce per answer lets only the page's own
-inline script and style run.
+barcode with `POST /pickups/{id}/scan-code`. Its headers are shared.http_security's: the
+request's nonce lets only the page's own inline script and style run.
 """
 
-import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel
 
 from shared.auth import Principal, Role
+from shared.http_security import csp_nonce
 from shared.service import Runtime
 
 _templates = Environment(
@@ -28,30 +28,14 @@ class StationUser(BaseModel):
     role: Role
 
 
-def security_headers(nonce: str) -> dict[str, str]:
-    policy = (
-        "default-src 'none'; "
-        f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        "connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-    return {
-        "Content-Security-Policy": policy,
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "no-store",
-    }
-
-
 def router(runtime: Runtime) -> APIRouter:
     api = APIRouter()
     staff = Depends(runtime.require(Role.STAFF))
 
     @api.get("/station", include_in_schema=False)
-    async def station_page() -> HTMLResponse:
-        nonce = secrets.token_urlsafe(16)
-        page = _templates.get_template("station.html").render(nonce=nonce)
-        return HTMLResponse(page, headers=security_headers(nonce))
+    async def station_page(request: Request) -> HTMLResponse:
+        page = _templates.get_template("station.html").render(nonce=csp_nonce(request))
+        return HTMLResponse(page)
 
     @api.get(
         "/station/me",

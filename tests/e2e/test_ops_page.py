@@ -6,11 +6,13 @@ committed nothing past the beginning of `device.received`. The page's stage coun
 lag and dead letters must equal the truth computed here independently (intake's device list,
 Kafka's admin API, the dead-letter topic read record by record), also after a poison message,
 and a device search must show the device's history in order.
+
+The page holds no key: it shows a sign-in, and its API answers 401 without an operations or
+staff key (even with GREENIT_OPS_API_KEY in its environment), 400 to a foreign Host header
+(DNS rebinding) and 403 to a state-changing call from another origin.
 """
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,9 +37,17 @@ from shared.events import (
 from shared.topics import DEVICE_PARTITIONS, device_topics
 from tests.browser import chromium
 from tests.conftest import BOOTSTRAP
-from tests.helpers import create_key, eventually, publish, publish_raw
-from tools.cluster import Cluster, free_port, project_root, running_cluster
+from tests.helpers import (
+    create_key,
+    eventually,
+    html_protection_missing,
+    publish,
+    publish_raw,
+    running_ops_page,
+)
+from tools.cluster import Cluster, project_root, running_cluster
 from tools.deadletters import read_dead_letters
+from tools.ops import Collector, OpsSettings, web_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -85,32 +95,11 @@ async def keys(namespace) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ops_page(intake, keys, base_env, log_dir) -> Iterator[str]:
-    port = free_port()
-    env = base_env | {
-        "GREENIT_OPS_API_KEY": keys[OPS],
-        "GREENIT_INTAKE_URL": intake.urls["intake"],
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [sys.executable, "-m", "tools.ops", "web", "--port", str(port)]
-    command += ["--poll", "1", "--stages-every", "1"]
-    with (log_dir / "ops-web.log").open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (log_dir / "ops-web.log").read_text()
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the ops page did not start"
-            time.sleep(0.3)
+    # an operations key in its environment, which the page must not use on anyone's behalf
+    env = base_env | {"GREENIT_OPS_API_KEY": keys[OPS], "GREENIT_INTAKE_URL": intake.urls["intake"]}
+    args = ("--poll", "1", "--stages-every", "1")
+    with running_ops_page(env, log_dir / "ops-web.log", *args) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -298,11 +287,29 @@ def until(check: Callable[[], T], within_s: float = 30) -> T:
         time.sleep(0.3)
 
 
+def sign_in(driver: Any, key: str) -> None:
+    box = driver.find_element(By.ID, "api-key")
+    box.clear()
+    box.send_keys(key)
+    driver.find_element(By.ID, "signin-button").click()
+
+
+def signed_in(driver: Any) -> bool:
+    return bool(driver.execute_script("return document.body.dataset.signedIn === 'true'"))
+
+
 @pytest.fixture(scope="module")
-def browser(ops_page) -> Iterator[Any]:
+def browser(ops_page, keys) -> Iterator[Any]:
     with chromium() as driver:
         driver.get(ops_page + "/")
+        sign_in(driver, keys[OPS])
+        until(lambda: signed_in(driver))
         yield driver
+
+
+def api_routes() -> list[str]:
+    app = web_app(Collector(OpsSettings()))
+    return sorted(r.path for r in app.routes if getattr(r, "path", "").startswith("/api/"))
 
 
 # ---- tests ------------------------------------------------------------------------------------
@@ -365,3 +372,86 @@ async def test_searching_an_unknown_serial_says_so(browser):
     until(lambda: status.get_attribute("data-state") == "not-found")
     assert "no device has asset tag or serial number" in status.text
     assert browser.find_elements(By.CSS_SELECTOR, "#search-results [data-device-id]") == []
+
+
+# ---- signing in, hosts and origins ------------------------------------------------------------
+
+
+async def test_every_api_route_answers_401_without_a_key_and_403_to_a_donor(ops_page, keys):
+    routes = api_routes()
+    assert routes == ["/api/devices", "/api/me", "/api/overview"]
+    async with httpx.AsyncClient(base_url=ops_page, timeout=60) as page:
+        for path in routes:
+            for key, status in ((None, 401), ("git_not-a-key", 401), (keys[DONOR], 403)):
+                headers = {"X-API-Key": key} if key else {}
+                answer = await page.get(path, params={"q": "5CG8OPS0"}, headers=headers)
+                assert answer.status_code == status, (path, key, answer.text)
+                assert keys[OPS] not in answer.text
+        me = await page.get("/api/me", headers={"X-API-Key": keys[STAFF]})
+        assert me.status_code == 200
+        assert (me.json()["partner_id"], me.json()["role"]) == (STAFF, "staff")
+
+
+async def test_a_foreign_host_header_is_refused_with_400(ops_page, keys):
+    signed = {"X-API-Key": keys[OPS]}
+    async with httpx.AsyncClient(base_url=ops_page, timeout=60) as page:
+        for host in ("attacker.example", "attacker.example:" + ops_page.rsplit(":", 1)[1]):
+            for path in ("/", "/api/overview", "/api/me"):
+                answer = await page.get(path, headers=signed | {"Host": host})
+                assert answer.status_code == 400, (host, path)
+                assert "answers only to Host" in answer.json()["detail"]
+        for host in ("localhost", "127.0.0.1"):
+            assert (await page.get("/api/me", headers=signed | {"Host": host})).status_code == 200
+
+
+async def test_a_state_changing_call_from_another_origin_is_refused_with_403(ops_page, keys):
+    signed = {"X-API-Key": keys[OPS]}
+    async with httpx.AsyncClient(base_url=ops_page, timeout=60) as page:
+        for origin in ("http://attacker.example", "null", ops_page.replace("127.0.0.1", "evil")):
+            answer = await page.post("/api/overview", headers=signed | {"Origin": origin})
+            assert answer.status_code == 403, origin
+        own = await page.post("/api/overview", headers=signed | {"Origin": ops_page})
+        assert own.status_code == 405, "the page's own origin passes; no POST route exists"
+
+
+async def test_the_page_carries_the_security_headers(ops_page):
+    async with httpx.AsyncClient(base_url=ops_page, timeout=60) as page:
+        answer = await page.get("/")
+        assert answer.headers["content-type"].startswith("text/html")
+        assert html_protection_missing(answer) == []
+        nonce = answer.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+        assert answer.text.count(f'nonce="{nonce}"') == 2, "its style and its script"
+
+
+def test_without_a_key_the_page_shows_the_sign_in_and_its_api_answers_401(ops_page, keys):
+    with chromium() as driver:
+        driver.get(ops_page + "/")
+        until(lambda: driver.find_element(By.ID, "api-key").is_displayed())
+        assert not driver.find_element(By.ID, "console").is_displayed()
+        status = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/api/overview').then(r => done(r.status), e => done(String(e)));"
+        )
+        assert status == 401
+
+        sign_in(driver, "git_not-a-key")
+        error = driver.find_element(By.ID, "signin-error")
+        until(lambda: "This key was refused" in error.text)
+        sign_in(driver, keys[DONOR])
+        until(lambda: "This key cannot see operations" in error.text)
+        assert not signed_in(driver)
+        assert driver.execute_script("return sessionStorage.getItem('greenit.ops.key')") is None
+
+        sign_in(driver, keys[OPS])
+        until(lambda: signed_in(driver))
+        assert OPS in driver.find_element(By.ID, "user").text
+        until(lambda: driver.execute_script("return Number(document.body.dataset.refreshes)") > 0)
+        stored = driver.execute_script("return sessionStorage.getItem('greenit.ops.key')")
+        assert stored == keys[OPS]
+        assert keys[OPS] not in driver.current_url
+
+        driver.refresh()  # the tab keeps its key
+        until(lambda: signed_in(driver))
+        driver.find_element(By.ID, "signout").click()
+        until(lambda: driver.find_element(By.ID, "api-key").is_displayed())
+        assert driver.execute_script("return sessionStorage.getItem('greenit.ops.key')") is None

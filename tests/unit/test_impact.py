@@ -514,3 +514,11 @@ def test_printed_kg_rows_add_up_to_the_printed_total_in_html_and_pdf():
 )
 def test_a_kg_column_prints_with_the_places_its_values_need(values, printed):
     assert impact_render.kgs(values) == printed
+
+
+def test_the_chart_has_no_style_attributes_the_pages_policy_would_drop():
+    docs = [device("x", START, *delivered(START + 5 * DAY))]
+    svg = impact_render.chart_svg(report(docs))
+    assert "style=" not in svg
+    assert 'fill="rgb(' in svg
+    assert 'stroke="' in svg
