@@ -6,6 +6,7 @@ from services.allocation.store import setup
 from shared.events import (
     DeviceAllocated,
     DeviceDelivered,
+    DeviceReady,
     DeviceReported,
     DeviceReturned,
     DeviceShipped,
@@ -42,8 +43,8 @@ async def on_device_ready(event: Event) -> None:
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic("device.ready")],
+    settings,
+    events=[DeviceReady],
     handler=on_device_ready,
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,

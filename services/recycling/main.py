@@ -11,7 +11,6 @@ from shared.events import (
 )
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
-from shared.topics import topic_of
 
 settings = Settings()
 broker = make_broker(settings)
@@ -19,8 +18,8 @@ bus = EventBus(broker, settings, [DeviceDismantled, DeviceRecycled, LotDispatche
 runtime = Runtime(settings, bus)
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic(topic_of(e).name) for e in (DeviceReleasedForRecycling, DeviceReturned)],
+    settings,
+    events=[DeviceReleasedForRecycling, DeviceReturned],
     handler=handlers.consumer(lambda: runtime.db),
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,
