@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
-from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING
@@ -13,7 +11,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.diagnostics.domain import Certificate, Device, DeviceState
 from shared.events import Event
-from shared.mongo import DUPLICATE_KEY, Database, Document, update_if
+from shared.mongo import DUPLICATE_KEY, Database, Document, to_document, update_if
 from shared.outbox import Connected, outbox_set
 from shared.usecase import Loaded
 
@@ -21,19 +19,6 @@ from shared.usecase import Loaded
 async def setup(db: Database) -> None:
     await db.devices.create_index([("state", ASCENDING)])
     await db.devices.create_index([("certificate.certificate_id", ASCENDING)])
-
-
-def to_document(value: Any) -> Any:
-    """UUIDs as strings, enums as their values, datetimes kept (aware UTC)."""
-    if isinstance(value, dict):
-        return {str(k): to_document(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_document(v) for v in value]
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, Enum):
-        return value.value
-    return value
 
 
 def _device_fields(device: Device) -> Document:
