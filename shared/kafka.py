@@ -49,6 +49,7 @@ from shared.domain import IllegalTransition
 from shared.events import Event, TransitionRefused
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER, topic_of
+from shared.usecase import Busy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     KafkaError,
     ConnectionError,
     TimeoutError,
+    Busy,
 )
 
 
@@ -331,9 +333,9 @@ class DeadLetters:
 
 def subscribe(
     broker: KafkaBroker,
+    settings: ServiceSettings,
     *,
-    group_id: str,
-    topics: Sequence[str],
+    events: Sequence[type[Event]],
     handler: Handler,
     dead_letters: DeadLetters,
     on_refused: OnRefused | None = None,
@@ -341,7 +343,8 @@ def subscribe(
     description: str = "",
     bulk: BulkHandler | None = None,
 ) -> None:
-    """Consume `topics` in consumer group `group_id`, in batches of up to `dead_letters.batch`
+    """Consume the topics of `events` (`shared.topics`, in the settings' namespace) in the
+    service's consumer group, in batches of up to `dead_letters.batch`
     records, committing a batch's offsets once `handler` has applied every record of it.
 
     Records with the same key (one subject: a device, a pickup) are handled one after another
@@ -356,6 +359,8 @@ def subscribe(
     the per-event handler sees any record of the batch, so it may only apply events whose effect
     does not depend on other events of their subject in the batch (diagnostics: creations).
     """
+    group_id = settings.group_id
+    topics = [settings.topic(topic_of(cls).name) for cls in events]
     subscriber = broker.subscriber(
         *topics,
         group_id=group_id,

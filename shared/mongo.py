@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
 from mongomock.filtering import filter_applies
 from pymongo import AsyncMongoClient, monitoring
@@ -21,6 +23,21 @@ DUPLICATE_KEY = 11000
 """The server's error code for a write refused by a unique index."""
 Database = AsyncDatabase[Document]
 log = logging.getLogger("greenit.store")
+
+
+def to_document(value: Any) -> Any:
+    """A `model_dump()` (or a dataclass's `TypeAdapter.dump_python`) as the store keeps it:
+    UUIDs as strings, enums as their values, tuples as lists, datetimes kept (aware UTC).
+    Reading back is the type's own validation (`model_validate`, `validate_python`)."""
+    if isinstance(value, dict):
+        return {str(k): to_document(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_document(v) for v in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
 
 
 def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:

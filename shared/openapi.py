@@ -46,7 +46,8 @@ ANSWERS: dict[int, str] = {
     404: "No such resource, or one this partner may not see",
     409: "Refused in the resource's current state (the refusal is recorded and published)",
     413: "The body is larger than the service's limit for this route (the reason names it)",
-    503: "The store is busy or unreachable: try again after Retry-After seconds",
+    503: "The store is busy or unreachable, or the subject kept changing: try again after "
+    "Retry-After seconds",
 }
 
 CHANGES = {"post", "put", "patch", "delete"}

@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -26,7 +27,7 @@ from shared import observability
 from shared.codec import decode, encode
 from shared.events import Event
 from shared.kafka import EventBus
-from shared.mongo import Document, document_lock
+from shared.mongo import Database, Document, document_lock
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +179,17 @@ async def running(relay: Relay, interval_s: float = 1.0, full_sweep_s: float = 3
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Connected(Protocol):
+    """What a service's store works through: its database and the relay that flushes its
+    outboxes (`shared.service.Runtime` once the app started, or a `Connection` in a test)."""
+
+    db: Database
+    relay: Relay
+
+
+@dataclass(slots=True)
+class Connection:
+    db: Database
+    relay: Relay

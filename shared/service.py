@@ -40,6 +40,7 @@ from shared.outbox import Relay
 from shared.outbox import running as outbox_running
 from shared.refusals import record_refusal, refusal_view
 from shared.settings import ServiceSettings
+from shared.usecase import Busy, Unknown
 
 log = logging.getLogger("greenit.service")
 
@@ -145,6 +146,16 @@ def create_app(
     @app.exception_handler(PyMongoError)
     async def store_failed(_: Request, exc: PyMongoError) -> JSONResponse:
         return store_error_response(exc)
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, exc: Busy) -> JSONResponse:
+        log.info("gave up on a use case, answered 503: %s", exc)
+        detail = f"{exc}; it is being changed concurrently, try again shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Unknown)
+    async def unknown(_: Request, exc: Unknown) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(IllegalTransition)
     async def refused(_: Request, exc: IllegalTransition) -> JSONResponse:

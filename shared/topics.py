@@ -39,5 +39,10 @@ def topic_of(event: Event | type[Event]) -> Topic:
     return EVENT_TOPICS[event if isinstance(event, type) else type(event)]
 
 
+def device_events() -> list[type[Event]]:
+    """The event types whose subject is a device (their topics are keyed by device id)."""
+    return [cls for cls, t in EVENT_TOPICS.items() if t.key == "device_id"]
+
+
 def device_topics() -> list[str]:
-    return [t.name for t in EVENT_TOPICS.values() if t.key == "device_id"]
+    return [topic_of(cls).name for cls in device_events()]

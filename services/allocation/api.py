@@ -6,10 +6,10 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.allocation import handlers, store
+from services.allocation import handlers
 from services.allocation.domain import (
     DeviceState,
     Request,
@@ -18,9 +18,11 @@ from services.allocation.domain import (
     ShipmentStatus,
     StockDevice,
 )
+from services.allocation.store import Store
 from shared.auth import Principal, Role
 from shared.events import DeviceCategory, Grade, HardwareSpecs, MinSpecs
 from shared.service import Runtime
+from shared.usecase import Unknown
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Note = Annotated[str, Field(max_length=2000)]
@@ -175,7 +177,7 @@ def _sees(principal: Principal, owner: str | None) -> bool:
     return principal.is_staff or (owner is not None and principal.partner_id == owner)
 
 
-def router(runtime: Runtime) -> APIRouter:
+def router(runtime: Runtime, store: Store) -> APIRouter:
     api = APIRouter()
     recipient = runtime.require(Role.RECIPIENT)
     anyone = runtime.require(Role.RECIPIENT, Role.STAFF, Role.OPERATIONS)
@@ -184,7 +186,7 @@ def router(runtime: Runtime) -> APIRouter:
     owner_or_staff = runtime.require(Role.RECIPIENT, Role.STAFF)
 
     async def request_view(r: Request) -> RequestView:
-        device_ids = await store.allocated_ids(runtime.db, r)
+        device_ids = await store.allocated_ids(r)
         return RequestView(
             request_id=r.request_id,
             recipient_id=r.recipient_id,
@@ -201,7 +203,7 @@ def router(runtime: Runtime) -> APIRouter:
         )
 
     async def shipment_view(s: Shipment) -> ShipmentView:
-        by_id = await store.load_devices(runtime.db, s.device_ids)
+        by_id = await store.load_devices(s.device_ids)
         devices = [
             ShippedDevice(
                 device_id=d.device_id,
@@ -226,21 +228,21 @@ def router(runtime: Runtime) -> APIRouter:
         )
 
     async def visible_request(request_id: UUID, principal: Principal) -> Request:
-        r = await store.load_request(runtime.db, request_id)
+        r = await store.load_request(request_id)
         if r is None or not _sees(principal, r.recipient_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no request {request_id}")
+            raise Unknown(f"no request {request_id}")
         return r
 
     async def visible_shipment(shipment_id: UUID, principal: Principal) -> Shipment:
-        s = await store.load_shipment(runtime.db, shipment_id)
+        s = await store.load_shipment(shipment_id)
         if s is None or not _sees(principal, s.recipient_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no shipment {shipment_id}")
+            raise Unknown(f"no shipment {shipment_id}")
         return s
 
     async def visible_device(device_id: UUID, principal: Principal) -> StockDevice:
-        d = await store.load_device(runtime.db, device_id)
+        d = await store.load_device(device_id)
         if d is None or not _sees(principal, d.recipient_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id} in allocation")
+            raise Unknown(f"no device {device_id} in allocation")
         return d
 
     # ---- requests ---------------------------------------------------------------------------
@@ -255,8 +257,7 @@ def router(runtime: Runtime) -> APIRouter:
         body: NewRequest, principal: Annotated[Principal, Depends(recipient)]
     ) -> RequestView:
         r = await handlers.open_request(
-            runtime.db,
-            runtime.relay,
+            store,
             recipient_id=principal.partner_id,
             quantity=body.quantity,
             category=body.category,
@@ -276,7 +277,7 @@ def router(runtime: Runtime) -> APIRouter:
         query: dict[str, str] = {} if principal.is_staff else {"recipient_id": principal.partner_id}
         if status_ is not None:
             query["status"] = status_.value
-        return [await request_view(r) for r in await store.find_requests(runtime.db, query)]
+        return [await request_view(r) for r in await store.find_requests(query)]
 
     @api.get("/requests/{request_id}", tags=["requests"], summary="One request")
     async def get_request(
@@ -293,7 +294,7 @@ def router(runtime: Runtime) -> APIRouter:
         request_id: UUID, principal: Annotated[Principal, Depends(owner_or_staff)]
     ) -> RequestView:
         r = await visible_request(request_id, principal)
-        return await request_view(await handlers.cancel_request(runtime.db, runtime.relay, r))
+        return await request_view(await handlers.cancel_request(store, r))
 
     # ---- matching and stock -----------------------------------------------------------------
 
@@ -303,7 +304,7 @@ def router(runtime: Runtime) -> APIRouter:
         summary="Allocate available stock to open requests by the matching policy (staff)",
     )
     async def run_matching(principal: Annotated[Principal, Depends(staff)]) -> MatchingResult:
-        allocations, still_open = await handlers.run_matching(runtime.db, runtime.relay)
+        allocations, still_open = await handlers.run_matching(store)
         return MatchingResult(
             allocations=[_allocation_view(a) for a in allocations], open_requests=still_open
         )
@@ -318,7 +319,7 @@ def router(runtime: Runtime) -> APIRouter:
         body: NewAllocation, principal: Annotated[Principal, Depends(staff)]
     ) -> AllocationView:
         r = await visible_request(body.request_id, principal)
-        allocation = await handlers.allocate_one(runtime.db, runtime.relay, body.device_id, r)
+        allocation = await handlers.allocate_one(store, body.device_id, r)
         return _allocation_view(allocation)
 
     @api.get("/stock", tags=["matching"], summary="Devices available for allocation (staff)")
@@ -329,7 +330,7 @@ def router(runtime: Runtime) -> APIRouter:
         query = {"state": DeviceState.AVAILABLE.value}
         if category is not None:
             query["category"] = category.value
-        return [device_view(d) for d in await store.find_devices(runtime.db, query)]
+        return [device_view(d) for d in await store.find_devices(query)]
 
     # ---- shipments --------------------------------------------------------------------------
 
@@ -343,8 +344,7 @@ def router(runtime: Runtime) -> APIRouter:
         body: NewShipment, principal: Annotated[Principal, Depends(staff)]
     ) -> ShipmentView:
         s = await handlers.create_shipment(
-            runtime.db,
-            runtime.relay,
+            store,
             recipient_id=body.recipient_id,
             device_ids=body.device_ids,
             carrier=body.carrier,
@@ -356,7 +356,7 @@ def router(runtime: Runtime) -> APIRouter:
         principal: Annotated[Principal, Depends(anyone)],
     ) -> list[ShipmentView]:
         query = {} if principal.is_staff else {"recipient_id": principal.partner_id}
-        return [await shipment_view(s) for s in await store.find_shipments(runtime.db, query)]
+        return [await shipment_view(s) for s in await store.find_shipments(query)]
 
     @api.get("/shipments/{shipment_id}", tags=["shipments"], summary="One shipment")
     async def get_shipment(
@@ -375,9 +375,7 @@ def router(runtime: Runtime) -> APIRouter:
         principal: Annotated[Principal, Depends(recipient)],
     ) -> ShipmentView:
         s = await visible_shipment(shipment_id, principal)
-        done = await handlers.accept_shipment(
-            runtime.db, runtime.relay, s, accepted_by=body.accepted_by
-        )
+        done = await handlers.accept_shipment(store, s, accepted_by=body.accepted_by)
         return await shipment_view(done)
 
     # ---- devices ----------------------------------------------------------------------------
@@ -392,7 +390,7 @@ def router(runtime: Runtime) -> APIRouter:
         query = {} if principal.is_staff else {"recipient_id": principal.partner_id}
         if state is not None:
             query["state"] = state.value
-        return [device_view(d) for d in await store.find_devices(runtime.db, query)]
+        return [device_view(d) for d in await store.find_devices(query)]
 
     @api.get("/devices/{device_id}", tags=["devices"], summary="One device")
     async def get_device(
@@ -408,9 +406,9 @@ def router(runtime: Runtime) -> APIRouter:
     async def report_device(
         device_id: UUID, body: Report, principal: Annotated[Principal, Depends(recipient)]
     ) -> DeviceView:
-        d = await visible_device(device_id, principal)
+        await visible_device(device_id, principal)  # 404 unless it is the caller's
         after = await handlers.report_device(
-            runtime.db, runtime.relay, d, condition=body.condition, note=body.note
+            store, device_id, condition=body.condition, note=body.note
         )
         return device_view(after)
 
@@ -422,11 +420,10 @@ def router(runtime: Runtime) -> APIRouter:
     async def report_usage(
         device_id: UUID, body: Usage, principal: Annotated[Principal, Depends(recipient)]
     ) -> DeviceView:
-        d = await visible_device(device_id, principal)
+        await visible_device(device_id, principal)  # 404 unless it is the caller's
         after = await handlers.report_usage(
-            runtime.db,
-            runtime.relay,
-            d,
+            store,
+            device_id,
             students=body.students,
             classrooms=body.classrooms,
             note=body.note,
@@ -441,10 +438,8 @@ def router(runtime: Runtime) -> APIRouter:
     async def return_device(
         device_id: UUID, body: Return, principal: Annotated[Principal, Depends(owner_or_staff)]
     ) -> DeviceView:
-        d = await visible_device(device_id, principal)
-        after = await handlers.return_device(
-            runtime.db, runtime.relay, d, reason=body.reason, note=body.note
-        )
+        await visible_device(device_id, principal)  # 404 unless it is the caller's
+        after = await handlers.return_device(store, device_id, reason=body.reason, note=body.note)
         return device_view(after)
 
     return api

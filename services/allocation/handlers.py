@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
-from pymongo.errors import DuplicateKeyError
-
-from services.allocation import domain, policy, store
+from services.allocation import domain, policy
 from services.allocation.domain import (
     Condition,
-    DeviceState,
     Request,
     RequestStatus,
     ReturnReason,
@@ -29,12 +27,12 @@ from services.allocation.domain import (
     ShipmentStatus,
     StockDevice,
 )
+from services.allocation.store import Store, shipment_doc
 from shared.domain import IllegalTransition
 from shared.events import DeviceCategory, DeviceReady, Event, MinSpecs
 from shared.ids import derive_id
 from shared.kafka import Unprocessable
-from shared.mongo import Database, update_if
-from shared.outbox import Relay, outbox_doc, outbox_set
+from shared.usecase import Busy, Loaded, Unknown, apply
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +47,16 @@ def _now() -> datetime:
 # ---- consumed events --------------------------------------------------------------------------
 
 
-async def on_device_ready(db: Database, event: Event) -> None:
+async def on_device_ready(store: Store, event: Event) -> None:
     """Put a ready device in stock, once: its _id is the device id, a replay is a no-op."""
     if not isinstance(event, DeviceReady):
         raise Unprocessable(f"allocation does not consume {event.event_type}")
-    if await db.stock.find_one({"_id": str(event.device_id)}, {"_id": 1}) is not None:
+    if await store.in_stock(event.device_id):
         log.info("device %s already in stock; %s ignored", event.device_id, event.event_id)
         return
     device = domain.stock_from_ready(event)
-    await store.add_available(db, device)  # before the device: an available one always has it
-    doc = {"_id": str(device.device_id), **store.device_fields(device)}
-    doc["applied"] = [str(event.event_id)]
-    try:
-        await db.stock.insert_one(doc)
-    except DuplicateKeyError:
+    await store.add_available(device)  # before the device: an available one always has it
+    if not await store.insert_stock(device, event.event_id):
         log.info("device %s already in stock; %s ignored", event.device_id, event.event_id)
 
 
@@ -70,8 +64,7 @@ async def on_device_ready(db: Database, event: Event) -> None:
 
 
 async def open_request(
-    db: Database,
-    relay: Relay,
+    store: Store,
     *,
     recipient_id: str,
     quantity: int,
@@ -95,46 +88,34 @@ async def open_request(
         now=_now(),
         recipient_name=recipient_name,
     )
-    await db.requests.insert_one(store.request_doc(request) | outbox_doc([event]))
-    await relay.flush(db.requests, str(request.request_id))
+    await store.insert_request(request, [event])
+    await store.flush_request(request.request_id)
     return request
 
 
-async def cancel_request(db: Database, relay: Relay, request: Request) -> Request:
+async def cancel_request(store: Store, request: Request) -> Request:
     """Withdraw an open request; devices already allocated to it stay allocated."""
     async with _claims:  # no claim for it in flight: its count is final
-        current = await store.load_request(db, request.request_id)
+        current = await store.load_request(request.request_id)
         assert current is not None
-        current = await store.settle_claims(db, current)
+        current = await store.settle_claims(current)
         allocated = len(current.device_ids)
         event_id = derive_id(SERVICE, request.request_id, "request.closed")
         cancelled, event = domain.cancel(
             current, allocated=allocated, event_id=event_id, now=_now()
         )
-        stored = await update_if(
-            db.requests,
-            str(request.request_id),
-            {"status": RequestStatus.OPEN.value},
-            {
-                "$set": {
-                    "status": cancelled.status.value,
-                    "closed_at": event.occurred_at,
-                    **outbox_set([event]),
-                }
-            },
-        )
-        if not stored:
-            current = await store.load_request(db, request.request_id)
+        if not await store.close_request(cancelled, event):
+            current = await store.load_request(request.request_id)
             assert current is not None
             domain.cancel(current, allocated=allocated, event_id=event_id, now=_now())
-    await relay.flush(db.requests, str(request.request_id))
+    await store.flush_request(request.request_id)
     return cancelled
 
 
-async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> bool:
+async def close_if_fulfilled(store: Store, request_id: UUID) -> bool:
     """A request closes when it has as many devices as it asked for. Only under the claims
     lock, with its claims settled: then its list of devices is its count. True if it closed."""
-    request = await store.load_request(db, request_id)
+    request = await store.load_request(request_id)
     if request is None:
         return False
     allocated = len(request.device_ids)
@@ -142,19 +123,8 @@ async def close_if_fulfilled(db: Database, relay: Relay, request_id: UUID) -> bo
     fulfilled, event = domain.fulfil(request, allocated=allocated, event_id=event_id, now=_now())
     if event is None:
         return False
-    closed = await update_if(
-        db.requests,
-        str(request_id),
-        {"status": RequestStatus.OPEN.value},
-        {
-            "$set": {
-                "status": fulfilled.status.value,
-                "closed_at": event.occurred_at,
-                **outbox_set([event]),
-            }
-        },
-    )
-    await relay.flush(db.requests, str(request_id))
+    closed = await store.close_request(fulfilled, event)
+    await store.flush_request(request_id)
     return closed
 
 
@@ -170,7 +140,7 @@ class Allocation:
 
 
 async def _claim(
-    db: Database, relay: Relay, device: StockDevice | None, device_id: UUID, request: Request
+    store: Store, device: StockDevice | None, device_id: UUID, request: Request
 ) -> Allocation | None:
     """Allocate one device with ONE conditional update (still available -> allocated + event),
     listed by the request first as pending (see `store.begin_claim`)."""
@@ -183,32 +153,27 @@ async def _claim(
         event_id=derive_id(SERVICE, allocation_id, "device.allocated"),
         now=_now(),
     )
-    await store.begin_claim(db, request.request_id, device_id)
-    stored = await update_if(
-        db.stock,
-        str(device_id),
-        {"state": DeviceState.AVAILABLE.value},
-        {"$set": store.device_fields(allocated) | outbox_set([event])},
-    )
-    if not stored:
-        await store.end_claim(db, request.request_id, device_id, made=False)
-        current = await db.stock.find_one({"_id": str(device_id)}, {"state": 1})
-        if current is not None and current["state"] != DeviceState.AVAILABLE.value:
-            await store.drop_available(db, device_id)  # stale: claimed before a crash
+    await store.begin_claim(request.request_id, device_id)
+    if device is None or not await store.save(
+        Loaded(device, device.state.value), allocated, [event]
+    ):
+        await store.end_claim(request.request_id, device_id, made=False)
+        if not await store.still_available(device_id):
+            await store.drop_available(device_id)  # stale: claimed before a crash
         return None
-    await store.drop_available(db, device_id)
-    await store.end_claim(db, request.request_id, device_id, made=True)
-    await relay.flush(db.stock, str(device_id))
+    await store.drop_available(device_id)
+    await store.end_claim(request.request_id, device_id, made=True)
+    await store.flush(device_id)
     return Allocation(device_id, request.request_id, request.recipient_id, allocation_id)
 
 
-async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], int]:
+async def run_matching(store: Store) -> tuple[list[Allocation], int]:
     """Match open requests with available stock by the policy; returns allocations and how
     many requests are still open."""
     async with _claims:
         requests = [
-            await store.settle_claims(db, r)
-            for r in await store.find_requests(db, {"status": RequestStatus.OPEN.value})
+            await store.settle_claims(r)
+            for r in await store.find_requests({"status": RequestStatus.OPEN.value})
         ]
         by_id = {r.request_id: r for r in requests}
         allocated = Counter({r.request_id: len(r.device_ids) for r in requests})
@@ -225,29 +190,29 @@ async def run_matching(db: Database, relay: Relay) -> tuple[list[Allocation], in
             )
             for r in requests
         ]
-        stock = {d.device_id: d for d in await store.available_devices(db)}
+        stock = {d.device_id: d for d in await store.available_devices()}
         candidates = [
             policy.Candidate(d.device_id, d.category, d.specs, d.ready_at) for d in stock.values()
         ]
         allocations = []
         for m in policy.match(open_requests, candidates):
-            claimed = await _claim(db, relay, stock[m.device_id], m.device_id, by_id[m.request_id])
+            claimed = await _claim(store, stock[m.device_id], m.device_id, by_id[m.request_id])
             if claimed:
                 allocations.append(claimed)
         allocated.update(a.request_id for a in allocations)
         still_open = len(by_id)
         for request_id, request in by_id.items():
             if allocated[request_id] >= request.quantity:
-                still_open -= await close_if_fulfilled(db, relay, request_id)
+                still_open -= await close_if_fulfilled(store, request_id)
     return allocations, still_open
 
 
-async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Request) -> Allocation:
+async def allocate_one(store: Store, device_id: UUID, request: Request) -> Allocation:
     """Staff allocate one device by hand; the same rules as matching apply."""
     async with _claims:
-        current = await store.load_request(db, request.request_id)
+        current = await store.load_request(request.request_id)
         assert current is not None
-        request = await store.settle_claims(db, current)
+        request = await store.settle_claims(current)
         if request.status is RequestStatus.OPEN and len(request.device_ids) >= request.quantity:
             raise IllegalTransition(
                 subject_kind="request",
@@ -256,10 +221,10 @@ async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Req
                 state=request.status,
                 reason=f"request already has its {request.quantity} devices",
             )
-        device = await store.load_device(db, device_id)
-        claimed = await _claim(db, relay, device, device_id, request)
+        device = await store.load_device(device_id)
+        claimed = await _claim(store, device, device_id, request)
         if claimed is None:
-            current_device = await store.load_device(db, device_id)
+            current_device = await store.load_device(device_id)
             domain.allocate(
                 current_device,
                 device_id,
@@ -268,8 +233,8 @@ async def allocate_one(db: Database, relay: Relay, device_id: UUID, request: Req
                 event_id=uuid4(),
                 now=_now(),
             )
-            raise RuntimeError(f"device {device_id} changed while being allocated")
-        await close_if_fulfilled(db, relay, request.request_id)
+            raise Busy(f"device {device_id} changed while being allocated")
+        await close_if_fulfilled(store, request.request_id)
         return claimed
 
 
@@ -281,7 +246,7 @@ def bill_of_lading(shipment_id: UUID, now: datetime) -> str:
 
 
 async def create_shipment(
-    db: Database, relay: Relay, *, recipient_id: str, device_ids: list[UUID], carrier: str | None
+    store: Store, *, recipient_id: str, device_ids: list[UUID], carrier: str | None
 ) -> Shipment:
     """Claim every device (silently), then commit by inserting the shipment with its events.
 
@@ -290,8 +255,8 @@ async def create_shipment(
     """
     shipment_id, now = uuid4(), _now()
     async with _claims:
-        await store.release_orphan_claims(db, [str(d) for d in device_ids])
-        found = await store.load_devices(db, device_ids)
+        await store.release_orphan_claims([str(d) for d in device_ids])
+        found = await store.load_devices(device_ids)
         loaded = [(d, found.get(d)) for d in device_ids]
         shipment, shipped, events = domain.ship(
             loaded,
@@ -304,15 +269,9 @@ async def create_shipment(
         )
         claimed: list[StockDevice] = []
         for device in shipped:
-            stored = await update_if(
-                db.stock,
-                str(device.device_id),
-                {"state": DeviceState.ALLOCATED.value, "recipient_id": recipient_id},
-                {"$set": store.device_fields(device)},
-            )
-            if not stored:
-                await _release(db, claimed, shipment_id)
-                current = await store.load_device(db, device.device_id)
+            if not await store.claim_for_shipment(device):
+                await store.release_shipment_claims(claimed, shipment_id)
+                current = await store.load_device(device.device_id)
                 domain.ship(
                     [(device.device_id, current)],
                     recipient_id=recipient_id,
@@ -322,29 +281,17 @@ async def create_shipment(
                     event_ids=[uuid4()],
                     now=now,
                 )
-                raise RuntimeError(f"device {device.device_id} changed while being shipped")
+                raise Busy(f"device {device.device_id} changed while being shipped")
             claimed.append(device)
-        await db.shipments.insert_one(store.shipment_doc(shipment) | outbox_doc(list(events)))
-    await relay.flush(db.shipments, str(shipment_id))
+        await store.insert_shipment(shipment, events)
+    await store.flush_shipment(shipment_id)
     return shipment
 
 
-async def _release(db: Database, claimed: list[StockDevice], shipment_id: UUID) -> None:
-    for device in claimed:
-        await update_if(
-            db.stock,
-            str(device.device_id),
-            {"shipment_id": str(shipment_id)},
-            {"$set": {"state": DeviceState.ALLOCATED.value, "shipment_id": None}},
-        )
-
-
-async def accept_shipment(
-    db: Database, relay: Relay, shipment: Shipment, *, accepted_by: str
-) -> Shipment:
+async def accept_shipment(store: Store, shipment: Shipment, *, accepted_by: str) -> Shipment:
     """Commit on the shipment document (new status + every device.delivered), then mirror the
     devices' state (`store.recover` finishes this after a crash)."""
-    found = await store.load_devices(db, shipment.device_ids)
+    found = await store.load_devices(shipment.device_ids)
     devices = [
         found[d]
         for d in shipment.device_ids
@@ -356,86 +303,72 @@ async def accept_shipment(
     delivered, updated, events = domain.accept(
         shipment, devices, accepted_by=accepted_by, event_ids=event_ids, now=_now()
     )
-    doc = store.shipment_doc(delivered)
-    stored = await update_if(
-        db.shipments,
-        doc.pop("_id"),
-        {"status": shipment.status.value},
-        {"$set": doc | outbox_set(events)},
-    )
-    if not stored:
-        current = await db.shipments.find_one({"_id": str(shipment.shipment_id)})
+    if not await store.save_shipment(shipment, delivered, events):
+        current = await store.load_shipment(shipment.shipment_id)
         assert current is not None
-        if current["status"] == ShipmentStatus.DELIVERED.value:
-            await store.mirror_delivery(db, current)  # a retry after a failure half-way
+        if current.status is ShipmentStatus.DELIVERED:
+            await store.mirror_delivery(shipment_doc(current))  # a retry after a failure half-way
         domain.accept(
-            store.shipment_from(current),
+            current,
             devices,
             accepted_by=accepted_by,
             event_ids=event_ids,
             now=_now(),
         )
     for device in updated:
-        await update_if(
-            db.stock,
-            str(device.device_id),
-            {"state": DeviceState.SHIPPED.value, "shipment_id": str(shipment.shipment_id)},
-            {"$set": {"state": device.state.value, "updated_at": device.updated_at}},
-        )
-    await relay.flush(db.shipments, str(shipment.shipment_id))
+        await store.mark_delivered(device, shipment.shipment_id)
+    await store.flush_shipment(shipment.shipment_id)
     return delivered
 
 
-async def _transition(
-    db: Database, relay: Relay, before: StockDevice, after: StockDevice, event: Event
-) -> StockDevice:
-    stored = await update_if(
-        db.stock,
-        str(before.device_id),
-        {"state": before.state.value},
-        {"$set": store.device_fields(after) | outbox_set([event])},
-    )
-    if not stored:
-        raise IllegalTransition(
-            subject_kind="device",
-            subject_id=before.device_id,
-            action=event.event_type,
-            state=before.state,
-            reason="device changed meanwhile; try again",
-            correlation_id=before.request_id,
-        )
-    await relay.flush(db.stock, str(before.device_id))
-    return after
+def _transition(
+    change: Callable[[StockDevice], tuple[StockDevice, Event]],
+) -> Callable[[StockDevice], tuple[StockDevice, list[Event]]]:
+    def decide(device: StockDevice) -> tuple[StockDevice, list[Event]]:
+        after, event = change(device)
+        return after, [event]
+
+    return decide
 
 
 async def report_device(
-    db: Database, relay: Relay, device: StockDevice, *, condition: Condition, note: str | None
+    store: Store, device_id: UUID, *, condition: Condition, note: str | None
 ) -> StockDevice:
-    after, event = domain.report(
-        device, condition=condition, note=note, event_id=uuid4(), now=_now()
-    )
-    return await _transition(db, relay, device, after, event)
+    def change(device: StockDevice) -> tuple[StockDevice, Event]:
+        return domain.report(device, condition=condition, note=note, event_id=uuid4(), now=_now())
+
+    return await apply(store, device_id, _transition(change), missing=_unknown)
 
 
 async def report_usage(
-    db: Database,
-    relay: Relay,
-    device: StockDevice,
+    store: Store,
+    device_id: UUID,
     *,
     students: int | None,
     classrooms: int | None,
     note: str | None,
 ) -> StockDevice:
-    after, event = domain.report_usage(
-        device, students=students, classrooms=classrooms, note=note, event_id=uuid4(), now=_now()
-    )
-    return await _transition(db, relay, device, after, event)
+    def change(device: StockDevice) -> tuple[StockDevice, Event]:
+        return domain.report_usage(
+            device,
+            students=students,
+            classrooms=classrooms,
+            note=note,
+            event_id=uuid4(),
+            now=_now(),
+        )
+
+    return await apply(store, device_id, _transition(change), missing=_unknown)
 
 
 async def return_device(
-    db: Database, relay: Relay, device: StockDevice, *, reason: ReturnReason, note: str | None
+    store: Store, device_id: UUID, *, reason: ReturnReason, note: str | None
 ) -> StockDevice:
-    after, event = domain.return_device(
-        device, reason=reason, note=note, event_id=uuid4(), now=_now()
-    )
-    return await _transition(db, relay, device, after, event)
+    def change(device: StockDevice) -> tuple[StockDevice, Event]:
+        return domain.return_device(device, reason=reason, note=note, event_id=uuid4(), now=_now())
+
+    return await apply(store, device_id, _transition(change), missing=_unknown)
+
+
+def _unknown(device_id: UUID) -> Unknown:
+    return Unknown(f"no device {device_id} in allocation")

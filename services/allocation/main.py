@@ -2,10 +2,11 @@ from faststream.specification import AsyncAPI
 
 from services.allocation import api, handlers
 from services.allocation.settings import Settings
-from services.allocation.store import setup
+from services.allocation.store import Store
 from shared.events import (
     DeviceAllocated,
     DeviceDelivered,
+    DeviceReady,
     DeviceReported,
     DeviceReturned,
     DeviceShipped,
@@ -34,16 +35,17 @@ bus = EventBus(
     ],
 )
 runtime = Runtime(settings, bus)
+store = Store(runtime)
 
 
 async def on_device_ready(event: Event) -> None:
-    await handlers.on_device_ready(runtime.db, event)
+    await handlers.on_device_ready(store, event)
 
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic("device.ready")],
+    settings,
+    events=[DeviceReady],
     handler=on_device_ready,
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,
@@ -55,8 +57,8 @@ app = create_app(
     broker=broker,
     asyncapi=asyncapi,
     runtime=runtime,
-    setup=setup,
+    setup=lambda _: store.setup(),
     outbox=lambda db: [db.stock, db.requests, db.shipments],
-    routers=[api.router(runtime)],
+    routers=[api.router(runtime, store)],
     description="Stock, requests from schools and NGOs, matching, shipping, delivery, returns.",
 )

@@ -2,12 +2,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.diagnostics import handlers, store
+from services.diagnostics import handlers
 from services.diagnostics.domain import Certificate, Device, DeviceState, Diagnosis
 from services.diagnostics.rules import Cosmetic, GradingRules, TestResults
+from services.diagnostics.store import Store
 from shared.auth import Principal, Role
 from shared.events import (
     Decision,
@@ -19,6 +20,7 @@ from shared.events import (
     SanitizationMethod,
 )
 from shared.service import Runtime
+from shared.usecase import Unknown
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -149,7 +151,7 @@ def device_view(device: Device) -> DeviceView:
     )
 
 
-def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
+def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
     api = APIRouter(tags=["diagnostics"])
     staff = Depends(runtime.require(Role.STAFF))
     reader = Depends(runtime.require(Role.STAFF, Role.OPERATIONS))
@@ -162,22 +164,17 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
     async def submit_report(
         device_id: UUID, body: ReportBody, principal: Annotated[Principal, staff]
     ) -> DiagnosisView:
-        try:
-            device = await handlers.diagnose(
-                runtime,
-                rules,
-                device_id,
-                specs=body.specs,
-                tests=body.tests,
-                cosmetic=body.cosmetic,
-                location=body.location,
-                tested_at=body.tested_at,
-                tested_by=principal.partner_id,
-            )
-        except handlers.UnknownDevice as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received") from exc
-        except store.ConcurrentUpdate as exc:
-            raise _busy() from exc
+        device = await handlers.diagnose(
+            store,
+            rules,
+            device_id,
+            specs=body.specs,
+            tests=body.tests,
+            cosmetic=body.cosmetic,
+            location=body.location,
+            tested_at=body.tested_at,
+            tested_by=principal.partner_id,
+        )
         report = device.diagnosis
         assert report is not None
         return DiagnosisView(
@@ -204,12 +201,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
             **body.model_dump(exclude={"operator"}),
             operator=body.operator or principal.partner_id,
         )
-        try:
-            device = await handlers.record_erasure(runtime, device_id, erasure)
-        except handlers.UnknownDevice as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received") from exc
-        except store.ConcurrentUpdate as exc:
-            raise _busy() from exc
+        device = await handlers.record_erasure(store, device_id, erasure)
         return ErasureView(
             device_id=device.device_id,
             state=device.state,
@@ -219,10 +211,10 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
 
     @api.get("/devices/{device_id}", summary="One device: received data, report, erasures")
     async def get_device(device_id: UUID, principal: Annotated[Principal, reader]) -> DeviceView:
-        loaded = await store.load_device(runtime.db, device_id)
+        loaded = await store.load(device_id)
         if loaded is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not received")
-        return device_view(loaded[0])
+            raise handlers.UnknownDevice("device not received")
+        return device_view(loaded.state)
 
     @api.get("/devices", summary="Devices in diagnostics, optionally in one state")
     async def list_devices(
@@ -230,16 +222,16 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
         state: DeviceState | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[DeviceView]:
-        devices = await store.list_devices(runtime.db, state, limit)
+        devices = await store.list_devices(state, limit)
         return [device_view(d) for d in devices]
 
     @api.get("/certificates/{certificate_id}", summary="An erasure certificate")
     async def get_certificate(
         certificate_id: UUID, principal: Annotated[Principal, reader]
     ) -> Certificate:
-        certificate = await store.load_certificate(runtime.db, certificate_id)
+        certificate = await store.load_certificate(certificate_id)
         if certificate is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such erasure certificate")
+            raise Unknown("no such erasure certificate")
         return certificate
 
     @api.get("/rules", summary="The grading rules in force")
@@ -247,9 +239,3 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
         return rules
 
     return api
-
-
-def _busy() -> HTTPException:
-    return HTTPException(
-        status.HTTP_409_CONFLICT, "the device is being changed concurrently; try again"
-    )

@@ -6,7 +6,7 @@ from faststream.specification import AsyncAPI
 from services.diagnostics import api, handlers
 from services.diagnostics.rules import load_rules
 from services.diagnostics.settings import Settings
-from services.diagnostics.store import setup
+from services.diagnostics.store import Store, setup
 from shared.events import (
     DeviceDiagnosed,
     DeviceReady,
@@ -14,7 +14,6 @@ from shared.events import (
     DeviceReleasedForRecycling,
     DeviceWiped,
     Event,
-    event_type_of,
 )
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
@@ -26,20 +25,21 @@ bus = EventBus(
     broker, settings, [DeviceDiagnosed, DeviceReady, DeviceReleasedForRecycling, DeviceWiped]
 )
 runtime = Runtime(settings, bus)
+store = Store(runtime)
 
 
 async def on_device_received(event: Event) -> None:
-    await handlers.on_device_received(runtime, event)
+    await handlers.on_device_received(store, event)
 
 
 async def on_devices_received(events: Sequence[Event]) -> set[UUID]:
-    return await handlers.on_devices_received(runtime, events)
+    return await handlers.on_devices_received(store, events)
 
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic(event_type_of(DeviceReceived))],
+    settings,
+    events=[DeviceReceived],
     handler=on_device_received,
     bulk=on_devices_received,
     dead_letters=DeadLetters(broker, settings),
@@ -54,6 +54,6 @@ app = create_app(
     runtime=runtime,
     setup=setup,
     outbox=lambda db: [db.devices],
-    routers=[api.router(runtime, rules)],
+    routers=[api.router(runtime, store, rules)],
     description="Test reports, grading, the refurbish-or-recycle decision, certified data erasure.",
 )

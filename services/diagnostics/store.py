@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
-from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING
@@ -13,30 +11,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.diagnostics.domain import Certificate, Device, DeviceState
 from shared.events import Event
-from shared.mongo import DUPLICATE_KEY, Database, Document, update_if
-from shared.outbox import outbox_set
-
-
-class ConcurrentUpdate(Exception):
-    """The device changed between load and store: decide again on the fresh state."""
+from shared.mongo import DUPLICATE_KEY, Database, Document, to_document, update_if
+from shared.outbox import Connected, outbox_set
+from shared.usecase import Loaded
 
 
 async def setup(db: Database) -> None:
     await db.devices.create_index([("state", ASCENDING)])
     await db.devices.create_index([("certificate.certificate_id", ASCENDING)])
-
-
-def to_document(value: Any) -> Any:
-    """UUIDs as strings, enums as their values, datetimes kept (aware UTC)."""
-    if isinstance(value, dict):
-        return {str(k): to_document(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_document(v) for v in value]
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, Enum):
-        return value.value
-    return value
 
 
 def _device_fields(device: Device) -> Document:
@@ -48,81 +30,95 @@ def device_from(doc: Document) -> Device:
     return Device.model_validate({k: v for k, v in doc.items() if k in Device.model_fields})
 
 
-async def load_device(db: Database, device_id: UUID) -> tuple[Device, int] | None:
-    doc = await db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
-    if doc is None:
-        return None
-    return device_from(doc), int(doc.get("version", 0))
-
-
 def _received_doc(device: Device) -> Document:
     return {"_id": str(device.device_id), "version": 0, **_device_fields(device)}
 
 
-async def insert_received(db: Database, device: Device) -> bool:
-    """Insert a newly received device; False if it was already there (a redelivery)."""
-    try:
-        await db.devices.insert_one(_received_doc(device))
-    except DuplicateKeyError:
-        return False
-    return True
+class Store:
+    """Every collection call of diagnostics."""
 
+    def __init__(self, connected: Connected) -> None:
+        self._connected = connected
 
-async def insert_all_received(db: Database, devices: Sequence[Device]) -> int:
-    """Insert newly received devices in one round trip; those already there (redeliveries) are
-    left as they are. Returns how many were new."""
-    if not devices:
-        return 0
-    try:
-        result = await db.devices.insert_many([_received_doc(d) for d in devices], ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return int(exc.details.get("nInserted", 0))
-    return len(result.inserted_ids)
+    @property
+    def _db(self) -> Database:
+        return self._connected.db
 
+    async def load(self, device_id: UUID) -> Loaded[Device] | None:
+        doc = await self._db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
+        if doc is None:
+            return None
+        return Loaded(device_from(doc), int(doc.get("version", 0)))
 
-async def save_device(db: Database, device: Device, version: int, events: list[Event]) -> None:
-    """Store the new state and its events in one update, if nobody changed it since `version`."""
-    stored = await update_if(
-        db.devices,
-        str(device.device_id),
-        {"version": version},
-        {"$set": {**_device_fields(device), "version": version + 1, **outbox_set(events)}},
-    )
-    if not stored:
-        raise ConcurrentUpdate(str(device.device_id))
-
-
-async def save_certificate(db: Database, certificate: Certificate) -> None:
-    doc = to_document(certificate.model_dump())
-    await db.certificates.replace_one(
-        {"_id": str(certificate.certificate_id)},
-        {"_id": str(certificate.certificate_id), **doc},
-        upsert=True,
-    )
-
-
-async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | None:
-    doc = await db.certificates.find_one({"_id": str(certificate_id)})
-    if doc is None:
-        # Issued with the device's state but not yet copied (a crash in between): copy it now.
-        device_doc = await db.devices.find_one(
-            {"certificate.certificate_id": str(certificate_id)}, {"outbox": 0}
+    async def save(self, loaded: Loaded[Device], device: Device, events: Sequence[Event]) -> bool:
+        """Store the new state and its events in one update, if nobody changed it since it was
+        loaded; then copy a newly issued certificate."""
+        version: int = loaded.version
+        stored = await update_if(
+            self._db.devices,
+            str(device.device_id),
+            {"version": version},
+            {"$set": {**_device_fields(device), "version": version + 1, **outbox_set(events)}},
         )
-        if device_doc is None:
-            return None
-        certificate = device_from(device_doc).certificate
-        if certificate is None:
-            return None
-        await save_certificate(db, certificate)
-        return certificate
-    doc.pop("_id")
-    return Certificate.model_validate(doc)
+        if stored and device.certificate is not None and loaded.state.certificate is None:
+            await self.save_certificate(device.certificate)
+        return stored
 
+    async def flush(self, device_id: UUID) -> None:
+        await self._connected.relay.flush(self._db.devices, str(device_id))
 
-async def list_devices(db: Database, state: DeviceState | None, limit: int) -> list[Device]:
-    query: Document = {} if state is None else {"state": state.value}
-    cursor = db.devices.find(query, {"outbox": 0}).sort("received_at", ASCENDING).limit(limit)
-    return [device_from(doc) async for doc in cursor]
+    async def insert_received(self, device: Device) -> bool:
+        """Insert a newly received device; False if it was already there (a redelivery)."""
+        try:
+            await self._db.devices.insert_one(_received_doc(device))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def insert_all_received(self, devices: Sequence[Device]) -> int:
+        """Insert newly received devices in one round trip; those already there (redeliveries)
+        are left as they are. Returns how many were new."""
+        if not devices:
+            return 0
+        try:
+            result = await self._db.devices.insert_many(
+                [_received_doc(d) for d in devices], ordered=False
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", 0))
+        return len(result.inserted_ids)
+
+    async def save_certificate(self, certificate: Certificate) -> None:
+        doc = to_document(certificate.model_dump())
+        await self._db.certificates.replace_one(
+            {"_id": str(certificate.certificate_id)},
+            {"_id": str(certificate.certificate_id), **doc},
+            upsert=True,
+        )
+
+    async def load_certificate(self, certificate_id: UUID) -> Certificate | None:
+        doc = await self._db.certificates.find_one({"_id": str(certificate_id)})
+        if doc is None:
+            # Issued with the device's state but not yet copied (a crash in between): copy it now.
+            device_doc = await self._db.devices.find_one(
+                {"certificate.certificate_id": str(certificate_id)}, {"outbox": 0}
+            )
+            if device_doc is None:
+                return None
+            certificate = device_from(device_doc).certificate
+            if certificate is None:
+                return None
+            await self.save_certificate(certificate)
+            return certificate
+        doc.pop("_id")
+        return Certificate.model_validate(doc)
+
+    async def list_devices(self, state: DeviceState | None, limit: int) -> list[Device]:
+        query: Document = {} if state is None else {"state": state.value}
+        cursor = (
+            self._db.devices.find(query, {"outbox": 0}).sort("received_at", ASCENDING).limit(limit)
+        )
+        return [device_from(doc) async for doc in cursor]

@@ -23,16 +23,13 @@ from shared.kafka import Unprocessable
 from shared.mongo import Document, update_if
 from shared.outbox import outbox_doc, outbox_set
 from shared.service import Runtime
+from shared.usecase import Busy, Unknown
 
 ATTEMPTS = 5
 
 
-class UnknownPickup(LookupError):
+class UnknownPickup(Unknown):
     """No such pickup, or one the caller may not see."""
-
-
-class Contention(TimeoutError):
-    """The same document kept changing under us; retrying later will do."""
 
 
 def now() -> datetime:
@@ -98,7 +95,7 @@ async def change_pickup(
         if stored:
             await runtime.relay.flush(runtime.db.pickups, str(pickup_id))
             return changed
-    raise Contention(f"pickup {pickup_id} kept changing")
+    raise Busy(f"pickup {pickup_id} kept changing")
 
 
 async def schedule_pickup(
@@ -194,7 +191,7 @@ async def scan_device(
         assert doc is not None
         await store.save_summary(db, doc)
         return doc, True
-    raise Contention(f"scanning into pickup {pickup_id} kept colliding")
+    raise Busy(f"scanning into pickup {pickup_id} kept colliding")
 
 
 # ---- custody view -----------------------------------------------------------------------------
@@ -226,4 +223,4 @@ async def record_device_event(runtime: Runtime, event: Event) -> None:
                 runtime.db, {**doc, **fields, "version": doc.get("version", 0) + 1}
             )
             return
-    raise Contention(f"device {event.device_id} kept changing")
+    raise Busy(f"device {event.device_id} kept changing")

@@ -14,7 +14,7 @@ from shared.events import (
 )
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
-from shared.topics import device_topics
+from shared.topics import device_events
 
 settings = Settings()
 broker = make_broker(settings)
@@ -32,8 +32,8 @@ async def on_device_event(event: Event) -> None:
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic(name) for name in device_topics()],
+    settings,
+    events=device_events(),
     handler=on_device_event,
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,

@@ -4,11 +4,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.recycling import handlers, store
+from services.recycling import handlers
 from services.recycling.domain import Certificate, Device, Source, State
+from services.recycling.store import Store, lot_from
 from shared.auth import Principal, Role
 from shared.events import (
     DeviceCategory,
@@ -17,8 +18,8 @@ from shared.events import (
     NonEmpty,
     Recycler,
 )
-from shared.mongo import Document
 from shared.service import Runtime
+from shared.usecase import Unknown
 
 
 class DismantleBody(BaseModel):
@@ -121,8 +122,8 @@ class LotView(BaseModel):
     certificates: list[CertificateRef]
 
     @classmethod
-    def of(cls, doc: Document) -> "LotView":
-        lot = store.lot_from(doc)
+    def of(cls, doc: dict[str, Any]) -> "LotView":
+        lot = lot_from(doc)
         certificates: list[dict[str, Any]] = handlers.lot_certificates(doc)
         return cls(
             lot_id=lot.lot_id,
@@ -176,20 +177,20 @@ class CertificateView(BaseModel):
         )
 
 
-def router(runtime: Runtime) -> APIRouter:
+def router(runtime: Runtime, store: Store) -> APIRouter:
     api = APIRouter(tags=["recycling"])
     Staff = Annotated[Principal, Depends(runtime.require(Role.STAFF))]
     Reader = Annotated[Principal, Depends(runtime.require(Role.STAFF, Role.OPERATIONS))]
 
     @api.get("/devices", summary="Devices recycling holds, optionally in one state")
     async def list_devices(_: Reader, state: State | None = None) -> list[DeviceView]:
-        return [DeviceView.of(d) for d in await store.load_devices(runtime.db, state)]
+        return [DeviceView.of(d) for d in await store.load_devices(state)]
 
     @api.get("/devices/{device_id}", summary="One device recycling holds")
     async def get_device(_: Reader, device_id: UUID) -> DeviceView:
-        device = await store.load_device(runtime.db, device_id)
+        device = await store.load_device(device_id)
         if device is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id} is not here")
+            raise Unknown(f"device {device_id} is not here")
         return DeviceView.of(device)
 
     @api.post(
@@ -199,8 +200,7 @@ def router(runtime: Runtime) -> APIRouter:
     )
     async def dismantle(principal: Staff, device_id: UUID, body: DismantleBody) -> DeviceView:
         device = await handlers.dismantle(
-            runtime.db,
-            runtime.relay,
+            store,
             device_id,
             fractions=body.fractions,
             hazardous_parts=body.hazardous_parts,
@@ -229,8 +229,7 @@ def router(runtime: Runtime) -> APIRouter:
         ] = None,
     ) -> LotView:
         doc = await handlers.create_lot(
-            runtime.db,
-            runtime.relay,
+            store,
             recycler=body.recycler,
             device_ids=body.device_ids,
             idempotency_key=idempotency_key,
@@ -241,22 +240,20 @@ def router(runtime: Runtime) -> APIRouter:
     async def list_lots(
         _: Reader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[LotView]:
-        return [LotView.of(d) for d in await store.lot_docs(runtime.db, limit)]
+        return [LotView.of(d) for d in await store.lot_docs(limit)]
 
     @api.get("/lots/{lot_id}", summary="One lot")
     async def get_lot(_: Reader, lot_id: UUID) -> LotView:
-        doc = await store.load_lot_doc(runtime.db, lot_id)
+        doc = await store.load_lot_doc(lot_id)
         if doc is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"lot {lot_id} does not exist")
+            raise Unknown(f"lot {lot_id} does not exist")
         return LotView.of(doc)
 
     @api.get("/certificates/{certificate_id}", summary="A device's recycling certificate")
     async def get_certificate(_: Reader, certificate_id: UUID) -> CertificateView:
-        certificate = await store.load_certificate(runtime.db, certificate_id)
+        certificate = await store.load_certificate(certificate_id)
         if certificate is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"certificate {certificate_id} does not exist"
-            )
+            raise Unknown(f"certificate {certificate_id} does not exist")
         return CertificateView.of(certificate)
 
     return api

@@ -192,7 +192,7 @@ def dismantle(
 ) -> tuple[Device, DeviceDismantled]:
     """An awaiting device is taken apart into weighed fractions: it becomes dismantled."""
     if device is None:
-        raise _not_released(device_id, "dismantle")
+        raise not_released(device_id, "dismantle")
     if device.state is not State.AWAITING_DISMANTLING:
         raise IllegalTransition(
             subject_kind="device",
@@ -304,7 +304,7 @@ def compose_lot(
 def check_dispatchable(device_id: UUID, device: Device | None) -> None:
     """Only a dismantled device that is in no lot yet may leave in one."""
     if device is None:
-        raise _not_released(device_id, "dispatch")
+        raise not_released(device_id, "dispatch")
     if device.state is not State.DISMANTLED or device.lot_id is not None:
         raise IllegalTransition(
             subject_kind="device",
@@ -393,7 +393,7 @@ def _why_not_dispatchable(device: Device) -> str:
     return f"device is {device.state.value}"
 
 
-def _not_released(device_id: UUID, action: str) -> IllegalTransition:
+def not_released(device_id: UUID, action: str) -> IllegalTransition:
     return IllegalTransition(
         subject_kind="device",
         subject_id=device_id,

@@ -2,6 +2,7 @@ from faststream.specification import AsyncAPI
 
 from services.recycling import api, handlers
 from services.recycling.settings import Settings
+from services.recycling.store import Store, setup
 from shared.events import (
     DeviceDismantled,
     DeviceRecycled,
@@ -10,18 +11,26 @@ from shared.events import (
     LotDispatched,
 )
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
+from shared.mongo import Database
 from shared.service import Runtime, create_app
-from shared.topics import topic_of
 
 settings = Settings()
 broker = make_broker(settings)
 bus = EventBus(broker, settings, [DeviceDismantled, DeviceRecycled, LotDispatched])
 runtime = Runtime(settings, bus)
+store = Store(runtime)
+
+
+async def startup(db: Database) -> None:
+    await setup(db)
+    await handlers.resume_lots(store)
+
+
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic(topic_of(e).name) for e in (DeviceReleasedForRecycling, DeviceReturned)],
-    handler=handlers.consumer(lambda: runtime.db),
+    settings,
+    events=[DeviceReleasedForRecycling, DeviceReturned],
+    handler=handlers.consumer(store),
     dead_letters=DeadLetters(broker, settings),
     on_refused=runtime.on_refused,
     description="Devices released for recycling by diagnostics or returned by a school.",
@@ -32,8 +41,8 @@ app = create_app(
     broker=broker,
     asyncapi=asyncapi,
     runtime=runtime,
-    setup=handlers.startup,
+    setup=startup,
     outbox=lambda db: [db.devices, db.lots],
-    routers=[api.router(runtime)],
+    routers=[api.router(runtime, store)],
     description="Dismantling, material weights, downstream lots and recycling certificates.",
 )

@@ -1,23 +1,30 @@
-"""Recycling's own collections: `devices` (with each device's certificate) and `lots`."""
+"""Recycling's own collections: `devices` (with each device's certificate) and `lots`.
+
+Documents are the domain types as pydantic dumps them (`shared.mongo.to_document`) and read
+back by their validation; a device's save is guarded by the state it was decided on."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from pydantic import TypeAdapter
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
-from services.recycling.domain import (
-    Certificate,
-    Device,
-    Dismantling,
-    Lot,
-    Source,
-    State,
-)
-from shared.events import DeviceCategory, ErasureRecord, MaterialFractions, Recycler
-from shared.mongo import Database, Document
+from services.recycling.domain import Certificate, Device, Lot, State
+from shared.events import Event
+from shared.mongo import Database, Document, to_document, update_if
+from shared.outbox import Connected, outbox_set
+from shared.usecase import Loaded
+
+DISPATCHING = "dispatching"
+DISPATCHED = "dispatched"
+
+_DEVICE = TypeAdapter(Device)
+_LOT = TypeAdapter(Lot)
+_CERTIFICATE = TypeAdapter(Certificate)
 
 
 async def setup(db: Database) -> None:
@@ -27,168 +34,146 @@ async def setup(db: Database) -> None:
     await db.lots.create_index([("status", ASCENDING)])
 
 
-# ---- devices ----------------------------------------------------------------------------------
-
-
 def device_doc(device: Device) -> Document:
     """The state fields of a device document (everything but _id and its outbox)."""
-    return {
-        "state": device.state.value,
-        "category": device.category.value,
-        "source": device.source.value,
-        "correlation_id": str(device.correlation_id),
-        "admitted_by": str(device.admitted_by),
-        "admitted_at": device.admitted_at,
-        "erasure_certificate_id": _str(device.erasure_certificate_id),
-        "drive_serials": None if device.drive_serials is None else list(device.drive_serials),
-        "dismantling": _dismantling_doc(device.dismantling),
-        "lot_id": _str(device.lot_id),
-        "certificate_id": _str(device.certificate.certificate_id if device.certificate else None),
-        "certificate": _certificate_doc(device.certificate),
-    }
+    certificate_id = device.certificate.certificate_id if device.certificate else None
+    doc: Document = to_document(_DEVICE.dump_python(device))
+    return doc | {"certificate_id": to_document(certificate_id)}
 
 
 def device_from(doc: Document) -> Device:
-    dismantling = doc.get("dismantling")
-    certificate = doc.get("certificate")
-    drives = doc.get("drive_serials")
-    return Device(
-        device_id=UUID(doc["_id"]),
-        category=DeviceCategory(doc["category"]),
-        source=Source(doc["source"]),
-        correlation_id=UUID(doc["correlation_id"]),
-        admitted_by=UUID(doc["admitted_by"]),
-        admitted_at=doc["admitted_at"],
-        erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
-        drive_serials=None if drives is None else tuple(drives),
-        state=State(doc["state"]),
-        dismantling=_dismantling_from(dismantling) if dismantling else None,
-        lot_id=_uuid(doc.get("lot_id")),
-        certificate=_certificate_from(certificate) if certificate else None,
-    )
-
-
-async def load_device(db: Database, device_id: UUID) -> Device | None:
-    doc = await db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
-    return device_from(doc) if doc else None
-
-
-async def load_devices(db: Database, state: State | None = None) -> list[Device]:
-    query: dict[str, Any] = {} if state is None else {"state": state.value}
-    return [device_from(d) async for d in db.devices.find(query, {"outbox": 0}).sort("_id", 1)]
-
-
-async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | None:
-    doc = await db.devices.find_one({"certificate_id": str(certificate_id)}, {"certificate": 1})
-    return _certificate_from(doc["certificate"]) if doc and doc.get("certificate") else None
-
-
-# ---- lots -------------------------------------------------------------------------------------
+    return _DEVICE.validate_python({**doc, "device_id": doc["_id"]})
 
 
 def lot_doc(lot: Lot) -> Document:
-    return {
-        "recycler": lot.recycler.model_dump(),
-        "bill_of_lading": lot.bill_of_lading,
-        "device_ids": [str(i) for i in lot.device_ids],
-        "fractions": lot.fractions.model_dump(),
-        "dispatched_at": lot.dispatched_at,
-    }
+    doc: Document = to_document(_LOT.dump_python(lot))
+    return doc
 
 
 def lot_from(doc: Document) -> Lot:
-    return Lot(
-        lot_id=UUID(doc["_id"]),
-        recycler=Recycler(**doc["recycler"]),
-        bill_of_lading=doc["bill_of_lading"],
-        device_ids=tuple(UUID(i) for i in doc["device_ids"]),
-        fractions=MaterialFractions(**doc["fractions"]),
-        dispatched_at=doc["dispatched_at"],
-    )
+    return _LOT.validate_python({**doc, "lot_id": doc["_id"]})
 
 
-async def load_lot_doc(db: Database, lot_id: UUID) -> Document | None:
-    return await db.lots.find_one({"_id": str(lot_id)}, {"outbox": 0})
+class Store:
+    """Every collection call of recycling."""
 
+    def __init__(self, connected: Connected) -> None:
+        self._connected = connected
 
-async def lot_docs(db: Database, limit: int) -> list[Document]:
-    cursor = db.lots.find({}, {"outbox": 0}).sort("dispatched_at", -1).limit(limit)
-    return [d async for d in cursor]
+    @property
+    def _db(self) -> Database:
+        return self._connected.db
 
+    # ---- devices ------------------------------------------------------------------------------
 
-# ---- conversions ------------------------------------------------------------------------------
+    async def load(self, device_id: UUID) -> Loaded[Device] | None:
+        device = await self.load_device(device_id)
+        return None if device is None else Loaded(device, device.state.value)
 
+    async def save(self, loaded: Loaded[Device], device: Device, events: Sequence[Event]) -> bool:
+        return await update_if(
+            self._db.devices,
+            str(device.device_id),
+            {"state": loaded.version},
+            {"$set": device_doc(device) | outbox_set(events)},
+        )
 
-def _str(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
+    async def flush(self, device_id: UUID) -> None:
+        await self._connected.relay.flush(self._db.devices, str(device_id))
 
+    async def insert_device(self, device: Device) -> bool:
+        """Store an admitted device; False if a concurrent delivery stored it first."""
+        try:
+            await self._db.devices.insert_one({"_id": str(device.device_id), **device_doc(device)})
+        except DuplicateKeyError:
+            return False
+        return True
 
-def _uuid(value: str | None) -> UUID | None:
-    return None if value is None else UUID(value)
+    async def load_device(self, device_id: UUID) -> Device | None:
+        doc = await self._db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
+        return device_from(doc) if doc else None
 
+    async def load_devices(self, state: State | None = None) -> list[Device]:
+        query: dict[str, Any] = {} if state is None else {"state": state.value}
+        cursor = self._db.devices.find(query, {"outbox": 0}).sort("_id", 1)
+        return [device_from(d) async for d in cursor]
 
-def _erasures(records: tuple[ErasureRecord, ...]) -> list[Document]:
-    return [r.model_dump() | {"method": r.method.value} for r in records]
+    async def load_certificate(self, certificate_id: UUID) -> Certificate | None:
+        doc = await self._db.devices.find_one(
+            {"certificate_id": str(certificate_id)}, {"certificate": 1}
+        )
+        if not doc or not doc.get("certificate"):
+            return None
+        return _CERTIFICATE.validate_python(doc["certificate"])
 
+    async def claim(self, lot: Lot, device_id: UUID) -> bool:
+        """Mark a dismantled device in no lot as the lot's (no event yet)."""
+        return await update_if(
+            self._db.devices,
+            str(device_id),
+            {"state": State.DISMANTLED.value, "lot_id": None},
+            {"$set": {"lot_id": str(lot.lot_id)}},
+        )
 
-def _dismantling_doc(d: Dismantling | None) -> Document | None:
-    if d is None:
-        return None
-    return {
-        "fractions": d.fractions.model_dump(),
-        "hazardous_parts": list(d.hazardous_parts),
-        "storage_destroyed": _erasures(d.storage_destroyed),
-        "dismantled_by": d.dismantled_by,
-        "dismantled_at": d.dismantled_at,
-        "location": d.location,
-    }
+    async def unclaim(self, lot: Lot, device_id: UUID) -> None:
+        await update_if(
+            self._db.devices,
+            str(device_id),
+            {"state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
+            {"$set": {"lot_id": None}},
+        )
 
+    async def save_recycled(self, lot: Lot, device: Device, event: Event) -> None:
+        await update_if(
+            self._db.devices,
+            str(device.device_id),
+            {"state": State.DISMANTLED.value, "lot_id": str(lot.lot_id)},
+            {"$set": device_doc(device) | outbox_set([event])},
+        )
 
-def _dismantling_from(doc: Document) -> Dismantling:
-    return Dismantling(
-        fractions=MaterialFractions(**doc["fractions"]),
-        hazardous_parts=tuple(doc["hazardous_parts"]),
-        storage_destroyed=tuple(ErasureRecord(**r) for r in doc["storage_destroyed"]),
-        dismantled_by=doc["dismantled_by"],
-        dismantled_at=doc["dismantled_at"],
-        location=doc["location"],
-    )
+    # ---- lots ---------------------------------------------------------------------------------
 
+    async def lot_by_key(self, idempotency_key: str) -> Document | None:
+        return await self._db.lots.find_one({"idempotency_key": idempotency_key})
 
-def _certificate_doc(c: Certificate | None) -> Document | None:
-    if c is None:
-        return None
-    return {
-        "certificate_id": str(c.certificate_id),
-        "device_id": str(c.device_id),
-        "category": c.category.value,
-        "source": c.source.value,
-        "correlation_id": str(c.correlation_id),
-        "fractions": c.fractions.model_dump(),
-        "recycler": c.recycler.model_dump(),
-        "lot_id": str(c.lot_id),
-        "bill_of_lading": c.bill_of_lading,
-        "erasure_certificate_id": _str(c.erasure_certificate_id),
-        "storage_destroyed": _erasures(c.storage_destroyed),
-        "drive_serials": list(c.drive_serials),
-        "issued_at": c.issued_at,
-    }
+    async def insert_lot(self, lot: Lot, idempotency_key: str | None) -> Document:
+        """Store a `dispatching` lot; the one already stored under the same key if a concurrent
+        request stored it first."""
+        doc = {
+            "_id": str(lot.lot_id),
+            "status": DISPATCHING,
+            "idempotency_key": idempotency_key or str(lot.lot_id),
+            **lot_doc(lot),
+        }
+        try:
+            await self._db.lots.insert_one(doc)
+        except DuplicateKeyError:
+            existing = await self.lot_by_key(idempotency_key or str(lot.lot_id))
+            if existing is None:
+                raise
+            return existing
+        return doc
 
+    async def mark_dispatched(self, lot_id: str, event: Event) -> None:
+        await update_if(
+            self._db.lots,
+            lot_id,
+            {"status": DISPATCHING},
+            {"$set": {"status": DISPATCHED, **outbox_set([event])}},
+        )
 
-def _certificate_from(doc: Document) -> Certificate:
-    issued_at: datetime = doc["issued_at"]
-    return Certificate(
-        certificate_id=UUID(doc["certificate_id"]),
-        device_id=UUID(doc["device_id"]),
-        category=DeviceCategory(doc["category"]),
-        source=Source(doc["source"]),
-        correlation_id=UUID(doc["correlation_id"]),
-        fractions=MaterialFractions(**doc["fractions"]),
-        recycler=Recycler(**doc["recycler"]),
-        lot_id=UUID(doc["lot_id"]),
-        bill_of_lading=doc["bill_of_lading"],
-        erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
-        storage_destroyed=tuple(ErasureRecord(**r) for r in doc["storage_destroyed"]),
-        issued_at=issued_at,
-        drive_serials=tuple(doc.get("drive_serials") or ()),
-    )
+    async def delete_dispatching(self, lot: Lot) -> None:
+        await self._db.lots.delete_one({"_id": str(lot.lot_id), "status": DISPATCHING})
+
+    async def flush_lot(self, lot_id: str) -> None:
+        await self._connected.relay.flush(self._db.lots, lot_id)
+
+    async def load_lot_doc(self, lot_id: UUID) -> Document | None:
+        return await self._db.lots.find_one({"_id": str(lot_id)}, {"outbox": 0})
+
+    async def lot_docs(self, limit: int) -> list[Document]:
+        cursor = self._db.lots.find({}, {"outbox": 0}).sort("dispatched_at", -1).limit(limit)
+        return [d async for d in cursor]
+
+    async def dispatching_lots(self) -> list[Document]:
+        return [d async for d in self._db.lots.find({"status": DISPATCHING}, {"outbox": 0})]

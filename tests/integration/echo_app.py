@@ -6,7 +6,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from shared import mongo
-from shared.events import Event
+from shared.events import DeviceReceived, Event
 from shared.kafka import DeadLetters, make_broker, subscribe
 from shared.settings import ServiceSettings
 
@@ -31,8 +31,8 @@ async def store(event: Event) -> None:
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic("device.received")],
+    settings,
+    events=[DeviceReceived],
     handler=store,
     dead_letters=DeadLetters(broker, settings),
 )

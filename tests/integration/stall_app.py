@@ -8,7 +8,7 @@ from faststream.specification import AsyncAPI
 from pymongo.errors import AutoReconnect
 
 from shared import mongo
-from shared.events import Event
+from shared.events import DeviceReceived, DeviceRecycled, Event
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings
@@ -39,8 +39,8 @@ async def setup(_: mongo.Database) -> None:
 
 subscribe(
     broker,
-    group_id=settings.group_id,
-    topics=[settings.topic("device.received"), settings.topic("device.recycled")],
+    settings,
+    events=[DeviceReceived, DeviceRecycled],
     handler=store,
     dead_letters=DeadLetters(broker, settings),
 )

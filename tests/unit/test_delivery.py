@@ -24,6 +24,7 @@ from shared.kafka import (
     is_transient,
 )
 from shared.service import store_error_response
+from shared.usecase import Busy
 from tools.localinfra import _cluster_id
 
 EVENT = EXAMPLES[DeviceReady]
@@ -116,6 +117,17 @@ async def test_a_broker_error_and_a_retryable_write_are_transient_too(delays):
 
     assert handler.calls == 4
     assert len(delays) == 3
+
+
+async def test_a_use_case_that_gave_up_busy_is_retried_not_dead_lettered(delays):
+    handler = FlakyHandler(Busy("device kept changing"), Busy("device kept changing"))
+    dead_letters = FakeDeadLetters()
+
+    await _run(handler, dead_letters)
+
+    assert handler.handled == [EVENT]
+    assert delays == [0.2, 0.4]
+    assert dead_letters.sent == []
 
 
 async def test_a_permanent_error_is_dead_lettered_once_without_retry(delays):

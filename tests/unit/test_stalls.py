@@ -17,7 +17,7 @@ from rich.console import Console
 
 from shared import observability
 from shared.codec import PoisonMessage, decode_on, encode
-from shared.events import DeviceUsageReported
+from shared.events import DeviceReceived, DeviceUsageReported
 from shared.examples import EXAMPLES
 from shared.kafka import (
     CUT_DOWN,
@@ -30,6 +30,7 @@ from shared.kafka import (
     subscribe,
 )
 from shared.settings import ServiceSettings
+from tests.conftest import settings_in
 from tools.deadletters import DeadLetter, redrive
 from tools.ops import Overview, ServiceConsumers, consumers_table
 
@@ -209,8 +210,8 @@ async def test_a_record_whose_dead_letter_cannot_be_published_is_skipped_after_s
 
     subscribe(
         broker,  # type: ignore[arg-type]
-        group_id="tunit_skip",
-        topics=["tunit_device.received"],
+        settings_in("tunit_", "skip"),
+        events=[DeviceReceived],
         handler=handler,
         dead_letters=letters,  # type: ignore[arg-type]
     )
