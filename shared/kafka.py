@@ -61,6 +61,9 @@ OnRefused = Callable[[IllegalTransition, Event], Awaitable[None]]
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
     """A broker whose producer is idempotent (acks=all): a retried send is written once.
 
+    It authenticates as the service's own principal (SCRAM-SHA-512, `kafka_credentials`): the
+    broker's ACLs let it write only its own events' topics and read only those it consumes.
+
     It counts messages in this process's Prometheus registry and logs through the standard
     `faststream.access.kafka` logger, whose lines carry the fields of the record in hand.
     """
@@ -69,6 +72,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
     observability.watch_broker(context)
     return KafkaBroker(
         settings.kafka_bootstrap,
+        security=settings.kafka_credentials().faststream(),
         client_id=settings.service,
         enable_idempotence=True,
         acks="all",
