@@ -90,9 +90,8 @@ class Grant:
 
 
 def written_topics(service: str) -> list[str]:
-    return [topic_of(cls).name for cls in (*PUBLISHES[service], TransitionRefused)] + [
-        DEAD_LETTER.name
-    ]
+    events: list[type[Event]] = [*PUBLISHES[service], TransitionRefused]
+    return [topic_of(cls).name for cls in events] + [DEAD_LETTER.name]
 
 
 def read_topics(service: str) -> list[str]:

@@ -61,7 +61,9 @@ when the storage is formatted)."""
 
 def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     creds = KafkaCredentials.of(ADMIN)
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="greenit-admin", **creds.aiokafka())
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="greenit-admin", **creds.aiokafka()
+    )
 
 
 def _sync_admin(bootstrap: str) -> KafkaAdminClient:
@@ -82,12 +84,36 @@ def _acl(grant: Grant) -> ACL:
     )
 
 
-def _apply_acls(bootstrap: str, namespace: str) -> None:
+def _apply_acls(bootstrap: str, namespace: str, within_s: float = 30.0) -> None:
+    """Create the namespace's ACLs and wait until the broker applies them: the controller
+    commits them first, and a client that came at once could still be refused."""
+    wanted = grants(namespace)
     admin = _sync_admin(bootstrap)
     try:
-        result = admin.create_acls([_acl(g) for g in grants(namespace)])
+        result = admin.create_acls([_acl(g) for g in wanted])
         if result["failed"]:
             raise RuntimeError(f"creating ACLs failed: {result['failed'][:3]}")
+        everything = ACLFilter(
+            principal=None,
+            host="*",
+            operation=ACLOperation.ANY,
+            permission_type=ACLPermissionType.ANY,
+            resource_pattern=ResourcePatternFilter(
+                ResourceType.ANY, None, ACLResourcePatternType.ANY
+            ),
+        )
+        deadline = time.monotonic() + within_s
+        while True:
+            acls, _ = admin.describe_acls(everything)
+            seen = {(a.principal, a.resource_pattern.resource_name, a.operation.name) for a in acls}
+            missing = [
+                g for g in wanted if (f"User:{g.principal}", g.name, g.operation) not in seen
+            ]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the broker did not apply {len(missing)} ACLs: {missing[:3]}")
+            time.sleep(0.1)
     finally:
         admin.close()
 
@@ -100,9 +126,7 @@ def _delete_acls(bootstrap: str, names: Iterable[str]) -> None:
             host="*",
             operation=ACLOperation.ANY,
             permission_type=ACLPermissionType.ANY,
-            resource_pattern=ResourcePatternFilter(
-                resource, name, ACLResourcePatternType.LITERAL
-            ),
+            resource_pattern=ResourcePatternFilter(resource, name, ACLResourcePatternType.LITERAL),
         )
         for name in sorted(set(names))
         for resource in (ResourceType.TOPIC, ResourceType.GROUP)

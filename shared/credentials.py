@@ -80,8 +80,9 @@ def read_password(principal: str, directory: Path | None = None) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         raise MissingCredential(
-            f"no Kafka password for principal {principal!r}: set GREENIT_KAFKA_PASSWORD "
-            f"or create {path} (./dev up and ./dev test create it)"
+            f"no Kafka password for principal {principal!r}: no file {path} "
+            f"(GREENIT_SECRETS_DIR; ./dev up and ./dev test create it) and "
+            f"GREENIT_KAFKA_PASSWORD is not set"
         ) from None
 
 
@@ -113,6 +114,27 @@ class KafkaCredentials:
 
     def faststream(self) -> SASLScram512:
         return SASLScram512(username=self.username, password=self.password)
+
+    def properties_file(self) -> Path:
+        """A client configuration for Kafka's own command-line classes (`--command-config`,
+        `--producer.config`): written mode 0600 into the secrets directory."""
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        path = secrets_dir() / f"client-{self.username}.properties"
+        write_secret(
+            path,
+            f"security.protocol={SECURITY_PROTOCOL}\nsasl.mechanism={MECHANISM}\n"
+            f"sasl.jaas.config={module} required "
+            f'username="{self.username}" password="{self.password}";\n',
+        )
+        return path
+
+
+def tool_credentials(default: str = ADMIN) -> KafkaCredentials:
+    """Who a command-line tool connects as: GREENIT_KAFKA_USERNAME (and GREENIT_KAFKA_PASSWORD,
+    else that principal's secret file) if set, else `default`."""
+    username = os.environ.get("GREENIT_KAFKA_USERNAME") or default
+    password = os.environ.get("GREENIT_KAFKA_PASSWORD")
+    return KafkaCredentials(username, password) if password else KafkaCredentials.of(username)
 
 
 def main(argv: list[str] | None = None) -> int:

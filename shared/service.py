@@ -27,6 +27,7 @@ from shared.auth import Principal, Role, authenticator, require
 from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
 from shared.kafka import EventBus, is_transient
+from shared.kafka_access import check_credentials, refusal
 from shared.openapi import declare_error_answers
 from shared.outbox import Relay
 from shared.outbox import running as outbox_running
@@ -106,6 +107,7 @@ def create_app(
         await setup(runtime.db)
         await runtime.db.refusals.create_index([("occurred_at", DESCENDING)])
         runtime.relay = Relay(runtime.bus, [*outbox(runtime.db), runtime.db.refusals])
+        await check_credentials(settings)  # a wrong password stops here, naming the setting
         await broker.start()
         try:
             async with outbox_running(runtime.relay, full_sweep_s=settings.outbox_full_sweep_s):
@@ -164,6 +166,8 @@ def create_app(
             "kafka": kafka_ok,
             "store": store_ok,
         }
+        if not kafka_ok:  # say whether the broker refused our credentials
+            body["kafka_refused"] = await refusal(settings)
         return JSONResponse(body, status_code=200 if kafka_ok and store_ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
