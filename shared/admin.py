@@ -46,6 +46,7 @@ from shared.credentials import (
     new_password,
     read_password,
     secret_file,
+    write_compose_env,
     write_secret,
 )
 from shared.settings import ServiceSettings
@@ -161,7 +162,10 @@ async def ensure_users(bootstrap: str) -> None:
 
 
 async def create_topics(bootstrap: str, prefix: str = "") -> list[str]:
-    """The catalogue's topics in namespace `prefix`, and its ACLs; returns the topics created."""
+    """The catalogue's topics in namespace `prefix`, its ACLs, and the services' and console's
+    SCRAM credentials (a broker of one's own, as the chaos run starts, has only the admin's);
+    returns the topics created."""
+    await ensure_users(bootstrap)
     admin = _admin(bootstrap)
     await admin.start()
     try:
@@ -219,13 +223,13 @@ async def rotate_password(bootstrap: str, principal: str) -> None:
     password = new_password()
     await asyncio.to_thread(_upsert_users, bootstrap, {principal: password})
     write_secret(secret_file(principal), password)
+    write_compose_env()
 
 
 async def _setup(bootstrap: str, prefix: str, wait_s: float) -> list[str]:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            await ensure_users(bootstrap)
             return await create_topics(bootstrap, prefix)
         except (KafkaError, KafkaPythonError):
             if time.monotonic() > deadline:

@@ -74,6 +74,26 @@ def ensure(directory: Path | None = None) -> list[str]:
     return created
 
 
+def write_compose_env(directory: Path | None = None) -> None:
+    """docker-compose.yml's env files (mode 0600), one per container, each with only the
+    passwords that container needs; written again from the secret files each time."""
+    d = directory or secrets_dir()
+    for service in (*SERVICES, ADMIN):
+        password = read_password(service, d)
+        write_secret(d / f"{service}.env", f"GREENIT_KAFKA_PASSWORD={password}\n")
+    write_secret(
+        d / "kafka.env",
+        f"KAFKA_BROKER_PASSWORD={read_password(BROKER, d)}\n"
+        f"KAFKA_ADMIN_PASSWORD={read_password(ADMIN, d)}\n",
+    )
+    module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    write_secret(
+        d / "kafka-ui.env",
+        "KAFKA_CLUSTERS_0_PROPERTIES_SASL_JAAS_CONFIG="
+        f'{module} required username="{OPS}" password="{read_password(OPS, d)}";\n',
+    )
+
+
 def read_password(principal: str, directory: Path | None = None) -> str:
     path = secret_file(principal, directory)
     try:
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m shared.credentials ensure", file=sys.stderr)
         return 2
     created = ensure()
+    write_compose_env()
     if created:
         print(f"kafka credentials: created for {', '.join(created)} in {secrets_dir()}")
     return 0
