@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.credentials import tool_credentials
 from shared.kafka import ORIGINAL_HEADERS, unpack_headers
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER
@@ -99,6 +100,7 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **tool_credentials().aiokafka(),
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest",
@@ -166,7 +168,12 @@ def select(
 
 async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> int:
     """Republish each dead letter to its source topic; returns how many were sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        **tool_credentials().aiokafka(),
+    )
     await producer.start()
     try:
         for letter in letters:

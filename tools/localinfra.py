@@ -136,9 +136,7 @@ def prepare_kafka(
                 f"created again, their events are not"
             )
         return
-    scram = [
-        f"SCRAM-SHA-512=[name={who},password={read_password(who)}]" for who in (BROKER, ADMIN)
-    ]
+    scram = [f"SCRAM-SHA-512=[name={who},password={read_password(who)}]" for who in (BROKER, ADMIN)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("ab") as log:
         formatted = subprocess.run(
