@@ -73,6 +73,8 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         security=settings.kafka_credentials().faststream(),
+        # topics are the admin's (shared.admin); a service's principal may not create them
+        allow_auto_create_topics=False,
         client_id=settings.service,
         enable_idempotence=True,
         acks="all",
