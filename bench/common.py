@@ -26,6 +26,7 @@ from pymongo import AsyncMongoClient
 
 from shared.admin import create_topics, drop_namespace
 from shared.auth import Role, new_key, store_key
+from shared.credentials import tool_credentials
 from shared.mongo import Document
 from shared.settings import ServiceSettings
 from tools.cluster import SERVICES, project_root
@@ -162,6 +163,7 @@ class ArrivalClock:
         self._consumer = AIOKafkaConsumer(
             *(self.namespace + t for t in self.topics),
             bootstrap_servers=BOOTSTRAP,
+            **tool_credentials().aiokafka(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,

@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import common
 from bench.common import BOOTSTRAP, say
+from shared.credentials import tool_credentials
 
 PARTITIONS = 6
 
@@ -59,7 +60,7 @@ class PerfResult:
 
 
 async def make_topics(names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **tool_credentials().aiokafka())
     await admin.start()
     try:
         await admin.create_topics(
@@ -70,7 +71,7 @@ async def make_topics(names: list[str]) -> None:
 
 
 async def drop_topics(names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **tool_credentials().aiokafka())
     await admin.start()
     try:
         await admin.delete_topics(names)
@@ -86,11 +87,17 @@ async def relay(source: str, target: str, group: str) -> None:
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=BOOTSTRAP,
+        **tool_credentials().aiokafka(),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP,
+        **tool_credentials().aiokafka(),
+        acks="all",
+        enable_idempotence=True,
+    )
     await consumer.start()
     await producer.start()
     try:
@@ -127,12 +134,19 @@ async def chain(messages: int, size: int, hops: int) -> RawResult:
     ]  # fmt: skip
     try:
         sink = AIOKafkaConsumer(
-            topics[-1], bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None
+            topics[-1],
+            bootstrap_servers=BOOTSTRAP,
+            **tool_credentials().aiokafka(),
+            auto_offset_reset="earliest",
+            group_id=None,
         )
         await sink.start()
         payload = os.urandom(size)
         producer = AIOKafkaProducer(
-            bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True
+            bootstrap_servers=BOOTSTRAP,
+            **tool_credentials().aiokafka(),
+            acks="all",
+            enable_idempotence=True,
         )
         await producer.start()
         await _warm_up(producer, sink, topics[0], payload)
@@ -203,6 +217,7 @@ def producer_performance(records: int, size: int) -> PerfResult:
             "--topic", topic, "--num-records", str(records), "--record-size", str(size),
             "--throughput", "-1",
             "--producer-props", f"bootstrap.servers={BOOTSTRAP}", "acks=all",
+            "--producer.config", str(tool_credentials().properties_file()),
         )  # fmt: skip
     finally:
         asyncio.run(drop_topics([topic]))

@@ -30,6 +30,7 @@ from bench import common
 from bench.common import BOOTSTRAP, say
 from shared import events as ev
 from shared.codec import encode, headers_for
+from shared.credentials import tool_credentials
 from shared.examples import EXAMPLES
 from shared.topics import topic_of
 from tools.cluster import Cluster
@@ -52,7 +53,12 @@ class Build:
 
 async def publish_received(namespace: str, count: int) -> None:
     example = EXAMPLES[ev.DeviceReceived]
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP,
+        acks="all",
+        enable_idempotence=True,
+        **tool_credentials().aiokafka(),
+    )
     await producer.start()
     try:
         pending = []
@@ -107,6 +113,7 @@ def reset_group(namespace: str) -> str:
     return common.java_tool(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
         "--bootstrap-server", BOOTSTRAP, "--group", common.group_id(namespace, "diagnostics"),
+        "--command-config", str(tool_credentials().properties_file()),
         "--reset-offsets", "--to-earliest", "--all-topics", "--execute",
     )  # fmt: skip
 

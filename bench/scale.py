@@ -28,6 +28,7 @@ from bench import common
 from bench.common import BOOTSTRAP, STAFF, say
 from bench.lifecycle import ALL_PASS
 from bench.replay import publish_received
+from shared.credentials import tool_credentials
 from tools.chaos import read_topic
 from tools.cluster import Cluster, running_cluster
 
@@ -135,6 +136,7 @@ async def run(devices: int, diagnose: int, keep: bool) -> ScaleResult:
                 result.assignment = common.java_tool(
                     "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
                     "--bootstrap-server", BOOTSTRAP, "--describe", "--members", "--verbose",
+                    "--command-config", str(tool_credentials().properties_file()),
                     "--group", common.group_id(namespace, "diagnostics"),
                 )  # fmt: skip
                 async with httpx.AsyncClient(trust_env=False) as http:

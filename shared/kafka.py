@@ -45,6 +45,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
 from shared import observability
 from shared.codec import PoisonMessage, decode_on, encode, headers_for
+from shared.credentials import MissingCredential
 from shared.domain import IllegalTransition
 from shared.events import Event, TransitionRefused
 from shared.settings import ServiceSettings
@@ -81,14 +82,26 @@ can tell beforehand whether a copy fits)."""
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
     """A broker whose producer is idempotent (acks=all): a retried send is written once.
 
+    It authenticates as the service's own principal (SCRAM-SHA-512, `kafka_credentials`): the
+    broker's ACLs let it write only its own events' topics and read only those it consumes.
+
     It counts messages in this process's Prometheus registry and logs through the standard
     `faststream.access.kafka` logger, whose lines carry the fields of the record in hand.
     """
     observability.configure_tracing(settings.service, settings.otel_exporter)
     context = ContextRepo()
     observability.watch_broker(context)
+    try:
+        security = settings.kafka_credentials().faststream()
+    except MissingCredential:
+        # importing a service (its OpenAPI or AsyncAPI document) needs no secret, starting it
+        # does: create_app's lifespan asks for the credentials first and stops, naming the setting
+        security = None
     return KafkaBroker(
         settings.kafka_bootstrap,
+        security=security,
+        # topics are the admin's (shared.admin); a service's principal may not create them
+        allow_auto_create_topics=False,
         client_id=settings.service,
         enable_idempotence=True,
         acks="all",

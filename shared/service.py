@@ -35,6 +35,7 @@ from shared.domain import IllegalTransition
 from shared.events import Event, ServiceName, TransitionRefused
 from shared.http_security import SecurityHeaders, csp_nonce, stamp_nonce, widen
 from shared.kafka import EventBus, is_transient
+from shared.kafka_access import check_credentials, refusal
 from shared.openapi import declare_error_answers
 from shared.outbox import Relay
 from shared.outbox import running as outbox_running
@@ -119,6 +120,7 @@ def create_app(
         await setup(runtime.db)
         await runtime.db.refusals.create_index([("occurred_at", DESCENDING)])
         runtime.relay = Relay(runtime.bus, [*outbox(runtime.db), runtime.db.refusals])
+        await check_credentials(settings)  # a wrong password stops here, naming the setting
         await broker.start()
         try:
             async with outbox_running(runtime.relay, full_sweep_s=settings.outbox_full_sweep_s):
@@ -200,6 +202,8 @@ def create_app(
             "store": store_ok,
             "consumers": consumers,
         }
+        if not kafka_ok:  # say whether the broker refused our credentials
+            body["kafka_refused"] = await refusal(settings)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.credentials import KafkaCredentials, MissingCredential, read_password
 
 
 class ServiceSettings(BaseSettings):
@@ -19,6 +21,16 @@ class ServiceSettings(BaseSettings):
         description="Prefix of every topic, consumer group and database: isolates test runs.",
     )
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_username: str = Field(
+        "",
+        description="The SCRAM-SHA-512 principal this process connects to Kafka as; "
+        "empty: the service's name.",
+    )
+    kafka_password: SecretStr | None = Field(
+        None,
+        description="Its password; unset: read from the secrets directory "
+        "(GREENIT_SECRETS_DIR, default .local/secrets/), file kafka-<principal>.",
+    )
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db_prefix: str = "greenit"
     http_host: str = "127.0.0.1"
@@ -96,6 +108,15 @@ class ServiceSettings(BaseSettings):
         "413 with this limit in the reason, without being read whole. A route may have its "
         "own limit (intake's manifest import: GREENIT_MAX_MANIFEST_BODY_BYTES).",
     )
+
+    def kafka_credentials(self) -> KafkaCredentials:
+        """Who this process is to Kafka; MissingCredential names the setting when unknown."""
+        username = self.kafka_username or self.service
+        if not username:
+            raise MissingCredential("no Kafka principal: set GREENIT_KAFKA_USERNAME")
+        if self.kafka_password is not None:
+            return KafkaCredentials(username, self.kafka_password.get_secret_value())
+        return KafkaCredentials(username, read_password(username))
 
     @property
     def database(self) -> str:

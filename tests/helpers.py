@@ -30,7 +30,7 @@ from shared.events import (
     HardwareSpecs,
 )
 from shared.topics import topic_of
-from tests.conftest import BOOTSTRAP, MONGO_URL, settings_in
+from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth, settings_in
 from tools.cluster import free_port
 
 T = TypeVar("T")
@@ -52,7 +52,9 @@ async def create_key(namespace: str, role: Role, partner_id: str) -> str:
 
 async def publish(namespace: str, *events: Event) -> None:
     """Publish events to their catalogue topics, as the producing service would."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, **kafka_auth(), enable_idempotence=True
+    )
     await producer.start()
     try:
         for event in events:
@@ -67,7 +69,7 @@ async def publish(namespace: str, *events: Event) -> None:
 
 
 async def publish_raw(namespace: str, topic: str, value: bytes, key: bytes = b"k") -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, **kafka_auth())
     await producer.start()
     try:
         await producer.send_and_wait(namespace + topic, value, key=key)
@@ -89,6 +91,7 @@ class TopicReader:
         self._consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=BOOTSTRAP,
+            **kafka_auth(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,

@@ -44,6 +44,7 @@ from pymongo import AsyncMongoClient
 from shared.admin import create_topics
 from shared.auth import Role, new_key, store_key
 from shared.codec import decode
+from shared.credentials import tool_credentials
 from shared.mongo import Document
 from shared.settings import ServiceSettings
 from tools.cluster import SERVICES, Cluster, running_cluster
@@ -788,6 +789,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **tool_credentials().aiokafka(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.credentials import tool_credentials
 from shared.kafka import CUT_DOWN, ORIGINAL_HEADERS, unpack_headers
 from shared.settings import ServiceSettings
 from shared.topics import DEAD_LETTER
@@ -128,6 +129,7 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **tool_credentials().aiokafka(),
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest",
@@ -199,7 +201,12 @@ async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> int:
     refusals = [r for r in (letter.refusal() for letter in letters) if r]
     if refusals:
         raise ValueError("; ".join(refusals))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        **tool_credentials().aiokafka(),
+    )
     await producer.start()
     try:
         for letter in letters:

@@ -766,6 +766,7 @@ def table(results: Sequence[Stats]) -> str:
 async def _create_keys(namespace: str) -> dict[str, str]:
     class _Settings(ServiceSettings):
         service = "fuzz"
+        kafka_username: str = "admin"
 
     settings = _Settings(namespace=namespace, kafka_bootstrap=BOOTSTRAP, mongo_url=MONGO_URL)
     client: AsyncMongoClient[DOC] = AsyncMongoClient(MONGO_URL)

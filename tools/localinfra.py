@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -22,6 +23,9 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from shared import credentials
+from shared.credentials import ADMIN, BROKER, KafkaCredentials, read_password, write_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -88,6 +92,74 @@ class LocalProcess:
             process.wait(timeout=30)
 
 
+SCRAM_MARKER = ".greenit-scram"
+"""Left in Kafka's log directory by a format that created the broker's and admin's SCRAM
+credentials: storage formatted before authentication has none, and no client could log in."""
+
+
+def kafka_properties(port: int, controller_port: int, log_dirs: Path) -> str:
+    """infra/kafka/server.properties on these ports, with its log directory and the broker's
+    own password (from the secrets directory)."""
+    template = (ROOT / "infra/kafka/server.properties").read_text()
+    text = template.replace("127.0.0.1:9093", f"127.0.0.1:{controller_port}").replace(
+        "127.0.0.1:9092", f"127.0.0.1:{port}"
+    )
+    password = read_password(BROKER)
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    return (
+        f"{text}\nlog.dirs={log_dirs}\n"
+        f"listener.name.controller.plain.sasl.jaas.config={plain} required "
+        f'username="{BROKER}" password="{password}" user_{BROKER}="{password}";\n'
+        f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram} required "
+        f'username="{BROKER}" password="{password}";\n'
+    )
+
+
+def prepare_kafka(
+    *, jvm: list[str], config: Path, log_dirs: Path, port: int, controller_port: int, out: Path
+) -> None:
+    """Write Kafka's configuration (mode 0600: it holds the broker's password) and format its
+    storage the first time, with the broker's and the admin's SCRAM credentials."""
+    libs = LOCAL / "kafka/libs"
+    if not libs.is_dir():
+        raise RuntimeError(f"no Kafka jars in {libs}: run ./dev provision first")
+    credentials.ensure()
+    log_dirs.mkdir(parents=True, exist_ok=True)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    write_secret(config, kafka_properties(port, controller_port, log_dirs), private_dir=False)
+    if (log_dirs / "meta.properties").exists():
+        if not (log_dirs / SCRAM_MARKER).exists():
+            raise RuntimeError(
+                f"Kafka's storage {log_dirs} was formatted before authentication (it has no "
+                f"SCRAM credentials): stop Kafka and move the directory aside; the topics are "
+                f"created again, their events are not"
+            )
+        return
+    scram = [f"SCRAM-SHA-512=[name={who},password={read_password(who)}]" for who in (BROKER, ADMIN)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("ab") as log:
+        formatted = subprocess.run(
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(config),
+                *(arg for s in scram for arg in ("--add-scram", s)),
+            ],
+            check=False,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if formatted.returncode != 0:  # not CalledProcessError: its message shows the passwords
+        raise RuntimeError(f"formatting Kafka storage failed (log: {out})")
+    (log_dirs / SCRAM_MARKER).touch()
+
+
 @dataclass
 class LocalKafka(LocalProcess):
     """Kafka in KRaft mode, one broker+controller, from the jars `./dev` resolved."""
@@ -120,41 +192,23 @@ class LocalKafka(LocalProcess):
         return [*self._jvm(), "kafka.Kafka", str(self.config)]
 
     def prepare(self) -> None:
-        libs = LOCAL / "kafka/libs"
-        if not libs.is_dir():
-            raise RuntimeError(f"no Kafka jars in {libs}: run ./dev provision first")
-        logs = self.data / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        template = (ROOT / "infra/kafka/server.properties").read_text()
-        text = template.replace("127.0.0.1:9093", f"127.0.0.1:{self.controller_port}").replace(
-            "127.0.0.1:9092", f"127.0.0.1:{self.port}"
+        prepare_kafka(
+            jvm=self._jvm(),
+            config=self.config,
+            log_dirs=self.data / "logs",
+            port=self.port,
+            controller_port=self.controller_port,
+            out=self.log,
         )
-        self.config.write_text(f"{text}\nlog.dirs={logs}\n")
-        if (logs / "meta.properties").exists():
-            return
-        cluster_id = _cluster_id()
-        with self.log.open("ab") as out:
-            subprocess.run(
-                [
-                    *self._jvm(),
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(self.config),
-                ],
-                check=True,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
 
     async def wait_ready(self, within_s: float = 90) -> None:
         """Until the broker answers a metadata request (listening is not yet serving)."""
         deadline = time.monotonic() + within_s
+        auth = KafkaCredentials.of(ADMIN).aiokafka()
         while True:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap, request_timeout_ms=5000, **auth
+            )
             try:
                 await admin.start()
                 await admin.list_topics()
@@ -262,3 +316,41 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`./dev`'s Kafka set-up: python -m tools.localinfra prepare-kafka CONFIG LOG_DIRS LOGS."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.localinfra")
+    parser.add_argument("command", choices=["prepare-kafka"])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("log_dirs", type=Path)
+    parser.add_argument("logs", type=Path, help="Kafka's log4j directory")
+    parser.add_argument("--port", type=int, default=9092)
+    parser.add_argument("--controller-port", type=int, default=9093)
+    args = parser.parse_args(argv)
+    kafka = LocalKafka(
+        name="kafka",
+        port=args.port,
+        log=args.logs / "format.log",
+        controller_port=args.controller_port,
+        data=args.log_dirs,
+    )
+    try:
+        prepare_kafka(
+            jvm=kafka._jvm(),
+            config=args.config,
+            log_dirs=args.log_dirs,
+            port=args.port,
+            controller_port=args.controller_port,
+            out=kafka.log,
+        )
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -274,14 +274,16 @@ class Collector:
 
     async def __aenter__(self) -> "Collector":
         bootstrap = self.settings.kafka_bootstrap
+        auth = self.settings.kafka_credentials().aiokafka()  # the console's own principal, ops
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="greenit-ops", request_timeout_ms=10_000
+            bootstrap_servers=bootstrap, client_id="greenit-ops", request_timeout_ms=10_000, **auth
         )
         self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **auth
         )
         self._dead = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
+            **auth,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -19,6 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.intake.certificates import CITED, Kind
 from shared.codec import PoisonMessage, decode
+from shared.credentials import tool_credentials
 from shared.events import Event
 from shared.evidence import event_digest, evidence_digest
 from shared.settings import ServiceSettings
@@ -29,7 +30,9 @@ async def device_events(bootstrap: str, namespace: str, device_id: UUID) -> list
     key = str(device_id).encode()
     names = sorted({namespace + t for kinds in CITED.values() for t in kinds})
     partitions = await _partitions_of(bootstrap, names, key)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **tool_credentials().aiokafka()
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -53,7 +56,7 @@ async def device_events(bootstrap: str, namespace: str, device_id: UUID) -> list
 
 async def _partitions_of(bootstrap: str, topics: list[str], key: bytes) -> list[TopicPartition]:
     """The partition of each topic that holds the key, chosen as the producers choose it."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **tool_credentials().aiokafka())
     await producer.start()
     try:
         chosen = []

@@ -36,7 +36,7 @@ from shared.events import (
 )
 from shared.topics import DEVICE_PARTITIONS, device_topics
 from tests.browser import chromium
-from tests.conftest import BOOTSTRAP
+from tests.conftest import BOOTSTRAP, kafka_auth
 from tests.helpers import (
     create_key,
     eventually,
@@ -179,7 +179,7 @@ async def stopped_diagnostics(namespace, devices) -> str:
     since, as if the service had been down all along: its lag is every device received."""
     group = namespace + "diagnostics"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False
+        bootstrap_servers=BOOTSTRAP, **kafka_auth(), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -195,8 +195,8 @@ async def stopped_diagnostics(namespace, devices) -> str:
 
 
 async def group_lag_truth(namespace: str, service: str, topics: list[str]) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_auth())
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, **kafka_auth(), group_id=None)
     await admin.start()
     await consumer.start()
     try:
@@ -217,7 +217,7 @@ def device_partition(namespace: str, topic: str, partition: int) -> TopicPartiti
 
 
 async def messages_truth(namespace: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, **kafka_auth(), group_id=None)
     await consumer.start()
     try:
         partitions = [device_partition(namespace, topic, p) for p in PARTITIONS]

@@ -17,7 +17,7 @@ from shared.auth import Role
 from shared.events import (
     DeviceReady,
 )
-from tests.conftest import BOOTSTRAP
+from tests.conftest import BOOTSTRAP, kafka_auth
 from tests.helpers import TopicReader, create_key, device_ready, eventually, publish
 from tools.cluster import project_root, running_cluster
 
@@ -89,7 +89,10 @@ async def reader(topics, namespace):
 async def consumed_everything(namespace: str, topic: str, within_s: float = 30) -> None:
     """Wait until allocation's consumer group committed the end of every partition of topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=namespace + "allocation", enable_auto_commit=False
+        bootstrap_servers=BOOTSTRAP,
+        **kafka_auth(),
+        group_id=namespace + "allocation",
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:

@@ -18,7 +18,7 @@ from shared.events import DeviceCategory, DeviceReceived
 from shared.examples import EXAMPLES
 from shared.ids import derive_id
 from shared.topics import DEVICE_PARTITIONS
-from tests.conftest import BOOTSTRAP
+from tests.conftest import BOOTSTRAP, kafka_auth
 from tests.helpers import TopicReader, create_key, eventually, publish
 from tools.cluster import project_root, running_cluster
 
@@ -77,7 +77,10 @@ async def consumer_caught_up(namespace: str) -> None:
     """Wait until the service's consumer group committed every device.received record."""
     topic = namespace + "device.received"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=namespace + "diagnostics", enable_auto_commit=False
+        bootstrap_servers=BOOTSTRAP,
+        **kafka_auth(),
+        group_id=namespace + "diagnostics",
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:

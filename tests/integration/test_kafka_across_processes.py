@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from shared.codec import encode, headers_for
 from shared.events import DeviceReceived
 from shared.examples import EXAMPLES
-from tests.conftest import BOOTSTRAP, MONGO_URL
+from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,9 @@ async def test_an_event_published_here_is_consumed_by_a_faststream_subscriber_in
     )
     client: AsyncMongoClient = AsyncMongoClient(MONGO_URL, uuidRepresentation="standard")
     received = client[f"{namespace}greenit_echo"].received
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, **kafka_auth(), enable_idempotence=True
+    )
     await producer.start()
     try:
         events = [
@@ -63,6 +65,7 @@ async def test_an_event_published_here_is_consumed_by_a_faststream_subscriber_in
         dead = AIOKafkaConsumer(
             f"{namespace}deadletter",
             bootstrap_servers=BOOTSTRAP,
+            **kafka_auth(),
             auto_offset_reset="earliest",
             group_id=f"{namespace}test-dlq-reader",
         )

@@ -21,7 +21,34 @@ def test_kafka_is_the_official_image_at_the_version_the_local_broker_uses():
     pom = (ROOT / "infra/kafka/pom.xml").read_text()
     version = re.search(r"<kafka.version>(.+)</kafka.version>", pom).group(1)
     assert services["kafka"]["image"] == f"apache/kafka:{version}"
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_kafka_runs_the_local_brokers_configuration_with_sasl_and_acls():
+    """The same server.properties as ./dev (SCRAM, StandardAuthorizer, nothing allowed by
+    default), started by the script that adds the container's listeners and credentials."""
+    kafka = services["kafka"]
+    assert "./infra/kafka/server.properties:/greenit/server.properties:ro" in kafka["volumes"]
+    assert kafka["entrypoint"] == ["/bin/bash", "/greenit/compose-start.sh"]
+    assert kafka["env_file"] == [".local/secrets/kafka.env"]
+    properties = (ROOT / "infra/kafka/server.properties").read_text()
+    for line in (
+        "process.roles=broker,controller",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        "super.users=User:broker;User:admin",
+    ):
+        assert line in properties.splitlines()
+    script = (ROOT / "infra/kafka/compose-start.sh").read_text()
+    assert "PLAINTEXT://" not in script.replace("SASL_PLAINTEXT://", ""), "no anonymous listener"
+    assert "--add-scram" in script
+
+
+def test_each_service_gets_only_its_own_kafka_password():
+    for name in APP_SERVICES:
+        assert services[name]["env_file"] == [f".local/secrets/{name}.env"]
+        assert "secrets" not in services[name]
+    assert services["kafka-ui"]["env_file"] == [".local/secrets/kafka-ui.env"]
 
 
 def test_mongo_is_a_real_mongodb_7_or_8():

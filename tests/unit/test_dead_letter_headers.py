@@ -30,7 +30,8 @@ def test_packed_headers_round_trip_in_order_with_repeats_and_raw_bytes():
 
 
 async def test_the_dead_letter_carries_the_original_headers_packed(monkeypatch):
-    settings = ServiceSettings(namespace="tunit_")
+    # nothing connects: any credentials do
+    settings = ServiceSettings(namespace="tunit_", kafka_username="unit", kafka_password="unused")
     dead_letters = DeadLetters(make_broker(settings), settings)
     sent: list[dict[str, Any]] = []
 

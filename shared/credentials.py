@@ -1,0 +1,173 @@
+"""Kafka credentials: one SCRAM-SHA-512 principal per service, one for the operations console,
+one admin, and the broker's own; their passwords live in a secrets directory.
+
+The directory (`GREENIT_SECRETS_DIR`, default `.local/secrets/`, mode 0700) holds one file per
+principal, `kafka-NAME` (mode 0600), with the password and nothing else. `./dev up` and
+`./dev test` create the missing ones (`python -m shared.credentials ensure`); nothing here prints
+or logs a password. Docker Compose mounts the same files as Docker secrets (README).
+
+Usage: python -m shared.credentials ensure
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faststream.security import SASLScram512
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES: tuple[str, ...] = ("intake", "diagnostics", "allocation", "recycling")
+OPS = "ops"
+ADMIN = "admin"
+BROKER = "broker"
+"""The broker's own principal: its controller and inter-broker connections (a super user)."""
+PRINCIPALS: tuple[str, ...] = (*SERVICES, OPS, ADMIN, BROKER)
+MECHANISM = "SCRAM-SHA-512"
+SECURITY_PROTOCOL = "SASL_PLAINTEXT"
+
+
+class MissingCredential(RuntimeError):
+    """A Kafka password is neither in the environment nor in the secrets directory."""
+
+
+def secrets_dir() -> Path:
+    return Path(os.environ.get("GREENIT_SECRETS_DIR") or ROOT / ".local" / "secrets")
+
+
+def secret_file(principal: str, directory: Path | None = None) -> Path:
+    return (directory or secrets_dir()) / f"kafka-{principal}"
+
+
+def new_password() -> str:
+    # URL-safe characters only: the broker's JAAS configuration quotes it as it is
+    return secrets.token_urlsafe(32)
+
+
+def write_secret(path: Path, value: str, *, private_dir: bool = True) -> None:
+    """Replace `path` with `value`, mode 0600 from the start, atomically; its directory is
+    made 0700 too unless `private_dir` is false."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if private_dir:
+        os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def ensure(directory: Path | None = None) -> list[str]:
+    """Create the password of every principal that has none yet; returns their names."""
+    created = []
+    for principal in PRINCIPALS:
+        path = secret_file(principal, directory)
+        if not path.exists():
+            write_secret(path, new_password())
+            created.append(principal)
+    return created
+
+
+def write_compose_env(directory: Path | None = None) -> None:
+    """docker-compose.yml's env files (mode 0600), one per container, each with only the
+    passwords that container needs; written again from the secret files each time."""
+    d = directory or secrets_dir()
+    for service in (*SERVICES, ADMIN):
+        password = read_password(service, d)
+        write_secret(d / f"{service}.env", f"GREENIT_KAFKA_PASSWORD={password}\n")
+    write_secret(
+        d / "kafka.env",
+        f"KAFKA_BROKER_PASSWORD={read_password(BROKER, d)}\n"
+        f"KAFKA_ADMIN_PASSWORD={read_password(ADMIN, d)}\n",
+    )
+    module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    write_secret(
+        d / "kafka-ui.env",
+        "KAFKA_CLUSTERS_0_PROPERTIES_SASL_JAAS_CONFIG="
+        f'{module} required username="{OPS}" password="{read_password(OPS, d)}";\n',
+    )
+
+
+def read_password(principal: str, directory: Path | None = None) -> str:
+    path = secret_file(principal, directory)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingCredential(
+            f"no Kafka password for principal {principal!r}: no file {path} "
+            f"(GREENIT_SECRETS_DIR; ./dev up and ./dev test create it) and "
+            f"GREENIT_KAFKA_PASSWORD is not set"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaCredentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never show the password
+        return f"KafkaCredentials(username={self.username!r})"
+
+    @classmethod
+    def of(cls, principal: str) -> KafkaCredentials:
+        """`principal`'s password from the secrets directory."""
+        return cls(principal, read_password(principal))
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
+        return {
+            "security_protocol": SECURITY_PROTOCOL,
+            "sasl_mechanism": MECHANISM,
+            "sasl_plain_username": self.username,
+            "sasl_plain_password": self.password,
+        }
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python's clients (the admin's ACLs and SCRAM calls)."""
+        return self.aiokafka()
+
+    def faststream(self) -> SASLScram512:
+        return SASLScram512(username=self.username, password=self.password)
+
+    def properties_file(self) -> Path:
+        """A client configuration for Kafka's own command-line classes (`--command-config`,
+        `--producer.config`): written mode 0600 into the secrets directory."""
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        path = secrets_dir() / f"client-{self.username}.properties"
+        write_secret(
+            path,
+            f"security.protocol={SECURITY_PROTOCOL}\nsasl.mechanism={MECHANISM}\n"
+            f"sasl.jaas.config={module} required "
+            f'username="{self.username}" password="{self.password}";\n',
+        )
+        return path
+
+
+def tool_credentials(default: str = ADMIN) -> KafkaCredentials:
+    """Who a command-line tool connects as: GREENIT_KAFKA_USERNAME (and GREENIT_KAFKA_PASSWORD,
+    else that principal's secret file) if set, else `default`."""
+    username = os.environ.get("GREENIT_KAFKA_USERNAME") or default
+    password = os.environ.get("GREENIT_KAFKA_PASSWORD")
+    return KafkaCredentials(username, password) if password else KafkaCredentials.of(username)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["ensure"]:
+        print("usage: python -m shared.credentials ensure", file=sys.stderr)
+        return 2
+    created = ensure()
+    write_compose_env()
+    if created:
+        print(f"kafka credentials: created for {', '.join(created)} in {secrets_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
