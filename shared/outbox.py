@@ -102,18 +102,26 @@ class Relay:
                 self._failed.add((index, doc_id))
 
     async def retry_failed(self) -> int:
-        """Flush again the documents whose flush failed; those failing again stay listed."""
+        """Flush again the documents whose flush failed; those failing again stay listed, and
+        the first of their errors is raised once every one was tried (one failure must not
+        drop the others from the list: they would wait for the next full sweep)."""
         failed, self._failed = self._failed, set()
         published = 0
+        error: Exception | None = None
         for index, doc_id in failed:
             collection = self._collections[index]
             try:
                 doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
                 if doc:
                     published += await self._publish(collection, doc)
-            except Exception:
+            except Exception as exc:
+                self._failed.add((index, doc_id))
+                error = error or exc
+            except BaseException:
                 self._failed.add((index, doc_id))
                 raise
+        if error is not None:
+            raise error
         return published
 
     async def sweep(self, min_age_s: float = 5.0) -> int:

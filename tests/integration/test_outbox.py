@@ -92,3 +92,29 @@ async def test_a_failed_flush_is_retried_without_reading_the_whole_collection(
     assert await relay.retry_failed() == 1
     assert (await collection.find_one({"_id": "c"}))["outbox"] == {}
     assert await relay.retry_failed() == 0
+
+
+async def test_a_failed_retry_keeps_every_other_failed_flush_listed(
+    relay_and_collection, monkeypatch
+):
+    """Found by a chaos run: Kafka restarting while several flushes had failed; the first retry
+    to fail again dropped the others from the list, left for the full sweep (minutes later)."""
+    relay, collection = relay_and_collection
+    ids = [f"r{i}" for i in range(5)]
+    for doc_id in ids:
+        await collection.insert_one({"_id": doc_id} | outbox_doc([_event()]))
+    publish = relay._bus.publish
+
+    async def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(relay._bus, "publish", broker_down)
+    for doc_id in ids:
+        await relay.flush(collection, doc_id)
+    with pytest.raises(ConnectionError):
+        await relay.retry_failed()  # still down: every one stays listed
+
+    monkeypatch.setattr(relay._bus, "publish", publish)
+    assert await relay.retry_failed() == len(ids)
+    for doc_id in ids:
+        assert (await collection.find_one({"_id": doc_id}))["outbox"] == {}
