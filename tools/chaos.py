@@ -829,8 +829,8 @@ async def wait_settled(
     plans: list[DevicePlan],
     within_s: float,
 ) -> bool:
-    """Until intake's custody view shows every device in its terminal stage."""
-    db = client[f"{namespace}greenit_intake"]
+    """Until the custody view shows every device in its terminal stage."""
+    db = client[f"{namespace}greenit_custody"]
     expected = {d.device_id: d.expected_stage for d in plans}
     deadline = time.monotonic() + within_s
     while True:
@@ -881,8 +881,10 @@ async def check_everything(
     delivered = ids - recycled
 
     intake = client[f"{ns}greenit_intake"]
-    custody = {doc["_id"]: doc async for doc in intake.devices.find({}, {"outbox": 0})}
-    report.add("devices registered in intake", n, len(custody), set(custody) == ids)
+    registered = {doc["_id"] async for doc in intake.devices.find({}, {"_id": 1})}
+    report.add("devices registered in intake", n, len(registered), registered == ids)
+    custody_db = client[f"{ns}greenit_custody"]
+    custody = {doc["_id"]: doc async for doc in custody_db.devices.find({}, {"applied": 0})}
     expected = {d.device_id: d.expected_stage for d in plans}
     wrong = [i for i in ids if (custody.get(i) or {}).get("stage") != expected[i]]
     report.add("devices in expected terminal stage", n, n - len(wrong), not wrong)
@@ -981,6 +983,7 @@ _OUTBOXES = {
     "diagnostics": ("devices", "refusals"),
     "allocation": ("stock", "requests", "shipments", "refusals"),
     "recycling": ("devices", "lots", "refusals"),
+    "custody": ("refusals",),
 }
 
 

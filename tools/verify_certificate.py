@@ -17,7 +17,7 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from services.intake.certificates import CITED, Kind
+from services.custody.certificates import CITED, Kind
 from shared.codec import PoisonMessage, decode
 from shared.events import Event
 from shared.evidence import event_digest, evidence_digest

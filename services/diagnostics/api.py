@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.diagnostics import handlers, store
-from services.diagnostics.domain import Certificate, Device, DeviceState, Diagnosis
+from services.diagnostics.domain import Device, DeviceState, Diagnosis, SanitizationRecord
 from services.diagnostics.rules import Cosmetic, GradingRules, TestResults
 from shared.auth import Principal, Role
 from shared.events import (
@@ -236,7 +236,7 @@ def router(runtime: Runtime, rules: GradingRules) -> APIRouter:
     @api.get("/certificates/{certificate_id}", summary="An erasure certificate")
     async def get_certificate(
         certificate_id: UUID, principal: Annotated[Principal, reader]
-    ) -> Certificate:
+    ) -> SanitizationRecord:
         certificate = await store.load_certificate(runtime.db, certificate_id)
         if certificate is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such erasure certificate")

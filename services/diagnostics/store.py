@@ -11,7 +11,7 @@ from uuid import UUID
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.diagnostics.domain import Certificate, Device, DeviceState
+from services.diagnostics.domain import Device, DeviceState, SanitizationRecord
 from shared.events import Event
 from shared.mongo import DUPLICATE_KEY, Database, Document, update_if
 from shared.outbox import outbox_set
@@ -95,7 +95,7 @@ async def save_device(db: Database, device: Device, version: int, events: list[E
         raise ConcurrentUpdate(str(device.device_id))
 
 
-async def save_certificate(db: Database, certificate: Certificate) -> None:
+async def save_certificate(db: Database, certificate: SanitizationRecord) -> None:
     doc = to_document(certificate.model_dump())
     await db.certificates.replace_one(
         {"_id": str(certificate.certificate_id)},
@@ -104,7 +104,7 @@ async def save_certificate(db: Database, certificate: Certificate) -> None:
     )
 
 
-async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | None:
+async def load_certificate(db: Database, certificate_id: UUID) -> SanitizationRecord | None:
     doc = await db.certificates.find_one({"_id": str(certificate_id)})
     if doc is None:
         # Issued with the device's state but not yet copied (a crash in between): copy it now.
@@ -119,7 +119,7 @@ async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | 
         await save_certificate(db, certificate)
         return certificate
     doc.pop("_id")
-    return Certificate.model_validate(doc)
+    return SanitizationRecord.model_validate(doc)
 
 
 async def list_devices(db: Database, state: DeviceState | None, limit: int) -> list[Device]:

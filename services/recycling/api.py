@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.recycling import handlers, store
-from services.recycling.domain import Certificate, Device, Source, State
+from services.recycling.domain import Device, RecyclingRecord, Source, State
 from shared.auth import Principal, Role
 from shared.events import (
     DeviceCategory,
@@ -157,7 +157,7 @@ class CertificateView(BaseModel):
     issued_at: datetime
 
     @classmethod
-    def of(cls, c: Certificate) -> "CertificateView":
+    def of(cls, c: RecyclingRecord) -> "CertificateView":
         return cls(
             certificate_id=c.certificate_id,
             device_id=c.device_id,

@@ -9,10 +9,10 @@ from uuid import UUID
 from pymongo import ASCENDING
 
 from services.recycling.domain import (
-    Certificate,
     Device,
     Dismantling,
     Lot,
+    RecyclingRecord,
     Source,
     State,
 )
@@ -78,7 +78,7 @@ async def load_devices(db: Database, state: State | None = None) -> list[Device]
     return [device_from(d) async for d in db.devices.find(query, {"outbox": 0}).sort("_id", 1)]
 
 
-async def load_certificate(db: Database, certificate_id: UUID) -> Certificate | None:
+async def load_certificate(db: Database, certificate_id: UUID) -> RecyclingRecord | None:
     doc = await db.devices.find_one({"certificate_id": str(certificate_id)}, {"certificate": 1})
     return _certificate_from(doc["certificate"]) if doc and doc.get("certificate") else None
 
@@ -155,7 +155,7 @@ def _dismantling_from(doc: Document) -> Dismantling:
     )
 
 
-def _certificate_doc(c: Certificate | None) -> Document | None:
+def _certificate_doc(c: RecyclingRecord | None) -> Document | None:
     if c is None:
         return None
     return {
@@ -175,9 +175,9 @@ def _certificate_doc(c: Certificate | None) -> Document | None:
     }
 
 
-def _certificate_from(doc: Document) -> Certificate:
+def _certificate_from(doc: Document) -> RecyclingRecord:
     issued_at: datetime = doc["issued_at"]
-    return Certificate(
+    return RecyclingRecord(
         certificate_id=UUID(doc["certificate_id"]),
         device_id=UUID(doc["device_id"]),
         category=DeviceCategory(doc["category"]),
