@@ -5,7 +5,8 @@
     uv run python -m bench.lifecycle --devices 2000 --profile 30     # + py-spy on the busiest
 
 Starts intake, diagnostics, allocation, recycling and custody as separate processes
-(tools.cluster) in a fresh namespace on the running Kafka and store, and drives each device as staff would:
+(tools.cluster) in a fresh namespace on the running Kafka and store, and drives each device
+as staff would:
 
   scan (intake POST /pickups/{id}/devices)
   -> wait until diagnostics holds it (its GET /devices/{id} is 200: device.received consumed)

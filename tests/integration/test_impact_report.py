@@ -1,4 +1,5 @@
-"""The donor impact report from a real custody process (fed by intake): devices scanned over HTTP, their
+"""The donor impact report from a real custody process (fed by intake): devices scanned over
+HTTP, their
 lifecycle events published on the real Kafka topics, the report fetched as PDF, HTML and JSON."""
 
 import io

@@ -1,4 +1,5 @@
-"""Custody's operations endpoints on a real process (fed by intake's scans): devices per stage, stuck ones, search."""
+"""Custody's operations endpoints on a real process (fed by intake's scans): devices per stage,
+stuck ones, search."""
 
 import json
 from datetime import UTC, datetime, timedelta

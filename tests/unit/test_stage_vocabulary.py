@@ -1,6 +1,6 @@
 """One story of a device's stages: `shared.stages` defines them once; allocation's domain decides
-which states a device can still leave; the vocabulary's terminal stages, the ops defaults, allocation's OpenAPI and the README
-say the same."""
+which states a device can still leave; the vocabulary's terminal stages, the ops defaults,
+allocation's OpenAPI and the README say the same."""
 
 import json
 import re
