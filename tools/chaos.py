@@ -1,9 +1,9 @@
-"""Chaos run: thousands of devices through the four services while processes die under them.
+"""Chaos run: thousands of devices through the five services while processes die under them.
 
     uv run python -m tools.chaos --devices 10000 --kills 20
 
 Starts a Kafka broker and a document store of its own (ports 19092/19093 and 27018, data under
-.local/chaos/), the four services in a fresh namespace, and drives every device from pickup to
+.local/chaos/), the five services in a fresh namespace, and drives every device from pickup to
 a school or to certified recycling through the public HTTP APIs only. Meanwhile it SIGKILLs a
 random service at random moments (restarting it 0.5-3 s later) and restarts Kafka once and the
 store once. Every step is an idempotent "ensure": it survives a dead service or an unknown

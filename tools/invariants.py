@@ -1,8 +1,8 @@
-"""Checks what must always hold across the four services' stores, from outside.
+"""Checks what must always hold across the five services' stores, from outside.
 
     python -m tools.invariants [--namespace NS] [--mongo-url URL]
 
-Services never read each other's databases; this operations tool reads all four and reports
+Services never read each other's databases; this operations tool reads all five and reports
 every violation on a line of its own, then how many documents it checked. Exit code 1 when
 anything is violated. Tests call `check(client, namespace)` directly.
 

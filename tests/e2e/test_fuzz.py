@@ -1,4 +1,4 @@
-"""Every service's OpenAPI fuzzed with schemathesis against the four running services.
+"""Every service's OpenAPI fuzzed with schemathesis against the five running services.
 
 Real data is seeded first through the APIs (tools/fuzz.py `seed`) so generated path ids hit
 existing pickups, devices, certificates, requests, shipments and lots; then about a thousand
@@ -57,7 +57,7 @@ def _failures(fuzzed: dict[str, Stats], kind: str) -> list[str]:
     ]
 
 
-def test_at_least_a_thousand_generated_cases_reach_every_operation_of_the_four_services(fuzzed):
+def test_at_least_a_thousand_generated_cases_reach_every_operation_of_the_five_services(fuzzed):
     assert set(fuzzed) == set(SERVICES)
     assert sum(s.cases for s in fuzzed.values()) >= CASES
     for stats in fuzzed.values():

@@ -1,4 +1,4 @@
-"""Bad request bodies against the four services as real processes: a clear 4xx, never a 500.
+"""Bad request bodies against the five services as real processes: a clear 4xx, never a 500.
 
 Every operation with a JSON body of every service gets the bodies no JSON encoder writes
 (`tools.fuzz.hostile_cases`, also sent by the fuzzing): NaN, Infinity, -Infinity, 1e309, a lone
