@@ -19,6 +19,6 @@ COPY --from=viewer /viewer/package/browser/standalone/index.js /viewer/package/s
 RUN useradd --system --uid 10001 greenit && chown -R greenit /app
 USER greenit
 ENV SERVICE=intake GREENIT_HTTP_HOST=0.0.0.0
-EXPOSE 8001 8002 8003 8004
+EXPOSE 8001 8002 8003 8004 8006
 HEALTHCHECK --interval=10s --timeout=5s --retries=6 CMD ["/app/.venv/bin/python", "-m", "shared.healthcheck"]
 CMD ["sh", "-c", "exec /app/.venv/bin/python -m services.${SERVICE}"]

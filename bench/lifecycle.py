@@ -4,8 +4,9 @@
     uv run python -m bench.lifecycle --rate 200 --duration 60        # P4 (paced latency)
     uv run python -m bench.lifecycle --devices 2000 --profile 30     # + py-spy on the busiest
 
-Starts intake, diagnostics, allocation and recycling as separate processes (tools.cluster) in a
-fresh namespace on the running Kafka and store, and drives each device as staff would:
+Starts intake, diagnostics, allocation, recycling and custody as separate processes
+(tools.cluster) in a fresh namespace on the running Kafka and store, and drives each device
+as staff would:
 
   scan (intake POST /pickups/{id}/devices)
   -> wait until diagnostics holds it (its GET /devices/{id} is 200: device.received consumed)
@@ -569,8 +570,8 @@ async def run(config: LifecycleConfig) -> LifecycleResult:
             result.hops = hop_latencies(devices, clock)
             result.events = len(clock.arrivals)
             result.mean_event_bytes = common.mean([a.size for a in clock.arrivals])
-            settled = await intake_settled(namespace, devices, within_s=120)
-            say(f"intake's custody view settled: {settled}; running tools.invariants")
+            settled = await custody_settled(namespace, devices, within_s=120)
+            say(f"the custody view settled: {settled}; running tools.invariants")
             result.invariants, result.invariants_summary = await asyncio.to_thread(
                 common.run_invariants, namespace
             )
@@ -582,11 +583,11 @@ async def run(config: LifecycleConfig) -> LifecycleResult:
     return result
 
 
-async def intake_settled(namespace: str, devices: list[DeviceTimes], within_s: float) -> bool:
-    """Until intake's custody view (it consumes every device event) shows each device in its
+async def custody_settled(namespace: str, devices: list[DeviceTimes], within_s: float) -> bool:
+    """Until the custody view (custody consumes every device event) shows each device in its
     terminal stage: the invariants compare it with the other services' stores."""
     client = common.mongo_client()
-    custody = client[f"{namespace}greenit_intake"].devices
+    custody = client[f"{namespace}greenit_custody"].devices
     want = {d.device_id: "recycled" if d.recycle else "allocated" for d in devices}
     deadline = time.monotonic() + within_s
     try:

@@ -2,8 +2,8 @@
 
     uv run python -m bench.report [--devices 10000] [--repeat 5]
 
-Seeds the devices straight into a fresh namespaced intake database (the running store,
-GREENIT_MONGO_URL), each built by intake's own domain and store functions with a realistic
+Seeds the devices straight into a fresh namespaced custody database (the running store,
+GREENIT_MONGO_URL), each built by custody's own domain and store functions with a realistic
 history: received, diagnosed, wiped, then about 70% ready, allocated, shipped, delivered (most
 with a usage report) and about 30% released, dismantled and recycled, spread over a year. Then
 times, median of `--repeat` runs: the raw find of the donor's devices (the baseline), the
@@ -18,13 +18,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from services.intake import domain, impact, impact_render, report_api, store
-from services.intake.domain import Custody, ReceivedDevice, Scan
-from services.intake.settings import Settings
+from services.custody import domain, impact, impact_render, report_api, store
+from services.custody.settings import Settings
 from shared import events as ev
 from shared import mongo
 from shared.examples import EXAMPLES
@@ -109,48 +107,40 @@ def _lifecycle(rng: random.Random, device_id: uuid.UUID, received: datetime) -> 
 
 def device_docs(n: int, seed: int = 42) -> Iterator[Document]:
     rng = random.Random(seed)
-    example = EXAMPLES[ev.PickupRequested]
-    assert isinstance(example, ev.PickupRequested)
-    pickup, _ = domain.request_pickup(
-        pickup_id=uuid.uuid4(),
-        partner_id=DONOR,
-        address=example.address,
-        contact=example.contact,
-        window=example.window,
-        expected={ev.DeviceCategory.LAPTOP: n},
-        notes=None,
-        now=datetime(2029, 12, 1, tzinfo=UTC),
-        event_id=uuid.uuid4(),
-    )
+    pickup_id = uuid.uuid4()
     weights = [m[4] for m in MODELS]
     for i in range(n):
         category, make, model, kg, _ = rng.choices(MODELS, weights)[0]
-        received = domain.to_millis(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=365 * i / n))
-        device, _ = domain.receive_device(
-            pickup,
-            Scan(
-                category=category,
-                make=make,
-                model=model,
-                weight_kg=kg,
-                location="Warehouse Brussels",
-                serial_number=f"SN{i:08d}",
-            ),
-            device_id=uuid.uuid4(),
+        received_at = domain.to_millis(
+            datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=365 * i / n)
+        )
+        device_id = uuid.uuid4()
+        received: ev.DeviceReceived = _event(
+            ev.DeviceReceived,
+            device_id,
+            received_at,
+            pickup_id=pickup_id,
+            correlation_id=pickup_id,
+            partner_id=DONOR,
+            category=category,
+            make=make,
+            model=model,
+            weight_kg=kg,
+            serial_number=f"SN{i:08d}",
             asset_tag=f"BENCH-{i:06d}",
             asset_tag_generated=False,
-            scanned_by="bench",
-            now=received,
-            event_id=uuid.uuid4(),
         )
-        yield store.device_doc(_with_history(device, rng))
-
-
-def _with_history(device: ReceivedDevice, rng: random.Random) -> ReceivedDevice:
-    custody: Custody = device.custody
-    for event in _lifecycle(rng, device.device_id, device.received_at):
-        custody = domain.record(custody, event)
-    return replace(device, custody=custody)
+        custody = domain.record(domain.Custody(), received)
+        events = [received, *_lifecycle(rng, device_id, received_at)]
+        for event in events[1:]:
+            custody = domain.record(custody, event)
+        yield {
+            "_id": str(device_id),
+            **store.identity_fields(received),
+            **store.custody_fields(custody),
+            "applied": [str(e.event_id) for e in events],
+            "version": len(events),
+        }
 
 
 async def seed(db: Database, n: int) -> None:
@@ -166,7 +156,7 @@ async def seed(db: Database, n: int) -> None:
 
 
 async def _insert(db: Database, docs: list[Document]) -> None:
-    """As intake writes them: the custody documents and their compact summaries."""
+    """As custody writes them: the custody documents and their compact summaries."""
     await db.devices.insert_many(docs)
     await db.device_summaries.insert_many([store.summary_of(d) for d in docs])
 

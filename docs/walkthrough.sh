@@ -8,6 +8,7 @@ INTAKE=${INTAKE:-http://127.0.0.1:8001}
 DIAG=${DIAG:-http://127.0.0.1:8002}
 ALLOC=${ALLOC:-http://127.0.0.1:8003}
 RECYC=${RECYC:-http://127.0.0.1:8004}
+CUSTODY=${CUSTODY:-http://127.0.0.1:8006}
 RUN=$(date +%s)
 NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
@@ -37,7 +38,8 @@ scan() { api "$STAFF" POST "$INTAKE/pickups/$PICKUP/devices" "$1" | jq -r .devic
 D1=$(scan "{\"serial_number\": \"SN-$RUN-1\", \"category\": \"laptop\", \"make\": \"HP\", \"model\": \"EliteBook 840 G5\", \"weight_kg\": 1.5, \"location\": \"Brussels\"}")
 D2=$(scan "{\"serial_number\": \"SN-$RUN-2\", \"category\": \"laptop\", \"make\": \"HP\", \"model\": \"EliteBook 840 G5\", \"weight_kg\": 1.5, \"location\": \"Brussels\"}")
 D3=$(scan '{"category": "laptop", "make": "Lenovo", "model": "T440", "weight_kg": 1.9, "location": "Brussels"}')
-api "$STAFF" GET "$INTAKE/devices/$D3" | jq -c '{asset_tag, asset_tag_generated, serial_number}'
+until_true "api \"$STAFF\" GET \"$CUSTODY/devices/$D3\" >/dev/null 2>&1"
+api "$STAFF" GET "$CUSTODY/devices/$D3" | jq -c '{asset_tag, asset_tag_generated, serial_number}'
 api "$STAFF" POST "$INTAKE/pickups/$PICKUP/complete" '{}' | jq -c '{status, devices_received}'
 
 step "Diagnostics: test reports decide refurbish (D1, D2) or recycle (D3, does not boot)"
@@ -99,13 +101,13 @@ api "$STAFF" POST "$RECYC/lots" "{\"recycler\": {\"name\": \"Recupel Metals NV\"
   \"device_ids\": [\"$D2\", \"$D3\"]}" | jq -c '{bill_of_lading, total_kg, certificates}'
 
 step "The donor's custody view: every device, its stage and its history"
-until_true "[ \$(api \"$DONOR\" GET \"$INTAKE/devices\" | jq '[.[] | select(.stage==\"recycled\")] | length') = 2 ]"
-api "$DONOR" GET "$INTAKE/devices" | jq -c '.[] | {asset_tag, stage, recipient_id, erasure_certificate_id, recycling_certificate_id, history: [.history[].event_type]}'
+until_true "[ \$(api \"$DONOR\" GET \"$CUSTODY/devices\" | jq '[.[] | select(.stage==\"recycled\")] | length') = 2 ]"
+api "$DONOR" GET "$CUSTODY/devices" | jq -c '.[] | {asset_tag, stage, recipient_id, erasure_certificate_id, recycling_certificate_id, history: [.history[].event_type]}'
 
 step "The donor downloads D2's certificates as PDF; anyone checks them against the topics"
-api "$DONOR" GET "$INTAKE/devices/$D2/certificates/erasure" | jq -c '{certificate_id, erasures: [.erasures[] | {drive_serial, method}], evidence: .evidence.digest}'
-curl -sS -f -H "X-API-Key: $DONOR" "$INTAKE/devices/$D2/certificates/recycling?format=pdf" -o "${TMPDIR:-/tmp}/recycling-$RUN.pdf"
+api "$DONOR" GET "$CUSTODY/devices/$D2/certificates/erasure" | jq -c '{certificate_id, erasures: [.erasures[] | {drive_serial, method}], evidence: .evidence.digest}'
+curl -sS -f -H "X-API-Key: $DONOR" "$CUSTODY/devices/$D2/certificates/recycling?format=pdf" -o "${TMPDIR:-/tmp}/recycling-$RUN.pdf"
 echo "recycling certificate: $(wc -c <"${TMPDIR:-/tmp}/recycling-$RUN.pdf") bytes of PDF"
-DIGEST=$(api "$DONOR" GET "$INTAKE/devices/$D2/certificates/recycling" | jq -r .evidence.digest)
-curl -sS -f "$INTAKE/verify/$D2?digest=$DIGEST&format=json" | jq -c '{stage, digest_matches}'
+DIGEST=$(api "$DONOR" GET "$CUSTODY/devices/$D2/certificates/recycling" | jq -r .evidence.digest)
+curl -sS -f "$CUSTODY/verify/$D2?digest=$DIGEST&format=json" | jq -c '{stage, digest_matches}'
 uv run --frozen python -m tools.verify_certificate "$D2" --digest "$DIGEST" | tail -1

@@ -65,12 +65,14 @@ PUBLISHES: dict[str, tuple[type[Event], ...]] = {
         RequestOpened,
     ),
     "recycling": (DeviceDismantled, DeviceRecycled, LotDispatched),
+    "custody": (),
 }
 """The events each service owns. Every service also writes refusals and dead letters."""
 
 CONSUMES: dict[str, tuple[type[Event], ...]] = {
-    # intake keeps the custody history of every device
-    "intake": tuple(cls for cls, t in EVENT_TOPICS.items() if t.name in device_topics()),
+    "intake": (),
+    # custody keeps the history of every device
+    "custody": tuple(cls for cls, t in EVENT_TOPICS.items() if t.name in device_topics()),
     "diagnostics": (DeviceReceived,),
     "allocation": (DeviceReady,),
     "recycling": (DeviceReleasedForRecycling, DeviceReturned),
@@ -91,7 +93,9 @@ class Grant:
 
 def written_topics(service: str) -> list[str]:
     events: list[type[Event]] = [*PUBLISHES[service], TransitionRefused]
-    return [topic_of(cls).name for cls in events] + [DEAD_LETTER.name]
+    # only a consumer dead-letters what it cannot process
+    dead_letters = [DEAD_LETTER.name] if CONSUMES[service] else []
+    return [topic_of(cls).name for cls in events] + dead_letters
 
 
 def read_topics(service: str) -> list[str]:
@@ -104,8 +108,9 @@ def grants(namespace: str = "") -> list[Grant]:
     for service in SERVICES:
         out.update(Grant(service, "topic", namespace + t, "WRITE") for t in written_topics(service))
         out.update(Grant(service, "topic", namespace + t, "READ") for t in read_topics(service))
-        out.add(Grant(service, "group", namespace + service, "READ"))
+        if CONSUMES[service]:
+            out.add(Grant(service, "group", namespace + service, "READ"))
     out.update(Grant(OPS, "topic", namespace + t.name, "DESCRIBE") for t in ALL_TOPICS)
-    out.update(Grant(OPS, "group", namespace + s, "DESCRIBE") for s in SERVICES)
+    out.update(Grant(OPS, "group", namespace + s, "DESCRIBE") for s in SERVICES if CONSUMES[s])
     out.add(Grant(OPS, "topic", namespace + DEAD_LETTER.name, "READ"))
     return sorted(out)

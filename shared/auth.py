@@ -51,11 +51,11 @@ class Role(StrEnum):
     OPERATIONS = "operations"
 
 
-SERVICES = ("intake", "diagnostics", "allocation", "recycling")
+SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
 
 # The services a role may use at all; which routes of them, each route's `require` says.
 SERVICES_OF_ROLE: dict[Role, tuple[str, ...]] = {
-    Role.DONOR: ("intake",),
+    Role.DONOR: ("intake", "custody"),
     Role.RECIPIENT: ("allocation",),
     Role.STAFF: SERVICES,
     Role.OPERATIONS: SERVICES,

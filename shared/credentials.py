@@ -21,7 +21,7 @@ from typing import Any
 from faststream.security import SASLScram512
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES: tuple[str, ...] = ("intake", "diagnostics", "allocation", "recycling")
+SERVICES: tuple[str, ...] = ("intake", "diagnostics", "allocation", "recycling", "custody")
 OPS = "ops"
 ADMIN = "admin"
 BROKER = "broker"

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-ServiceName = Literal["intake", "diagnostics", "allocation", "recycling"]
+ServiceName = Literal["intake", "diagnostics", "allocation", "recycling", "custody"]
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
 Kilograms = Annotated[float, Field(ge=0, le=10_000)]

@@ -1,9 +1,9 @@
-"""Chaos run: thousands of devices through the four services while processes die under them.
+"""Chaos run: thousands of devices through the five services while processes die under them.
 
     uv run python -m tools.chaos --devices 10000 --kills 20
 
 Starts a Kafka broker and a document store of its own (ports 19092/19093 and 27018, data under
-.local/chaos/), the four services in a fresh namespace, and drives every device from pickup to
+.local/chaos/), the five services in a fresh namespace, and drives every device from pickup to
 a school or to certified recycling through the public HTTP APIs only. Meanwhile it SIGKILLs a
 random service at random moments (restarting it 0.5-3 s later) and restarts Kafka once and the
 store once. Every step is an idempotent "ensure": it survives a dead service or an unknown
@@ -831,8 +831,8 @@ async def wait_settled(
     plans: list[DevicePlan],
     within_s: float,
 ) -> bool:
-    """Until intake's custody view shows every device in its terminal stage."""
-    db = client[f"{namespace}greenit_intake"]
+    """Until the custody view shows every device in its terminal stage."""
+    db = client[f"{namespace}greenit_custody"]
     expected = {d.device_id: d.expected_stage for d in plans}
     deadline = time.monotonic() + within_s
     while True:
@@ -883,8 +883,10 @@ async def check_everything(
     delivered = ids - recycled
 
     intake = client[f"{ns}greenit_intake"]
-    custody = {doc["_id"]: doc async for doc in intake.devices.find({}, {"outbox": 0})}
-    report.add("devices registered in intake", n, len(custody), set(custody) == ids)
+    registered = {doc["_id"] async for doc in intake.devices.find({}, {"_id": 1})}
+    report.add("devices registered in intake", n, len(registered), registered == ids)
+    custody_db = client[f"{ns}greenit_custody"]
+    custody = {doc["_id"]: doc async for doc in custody_db.devices.find({}, {"applied": 0})}
     expected = {d.device_id: d.expected_stage for d in plans}
     wrong = [i for i in ids if (custody.get(i) or {}).get("stage") != expected[i]]
     report.add("devices in expected terminal stage", n, n - len(wrong), not wrong)
@@ -983,6 +985,7 @@ _OUTBOXES = {
     "diagnostics": ("devices", "refusals"),
     "allocation": ("stock", "requests", "shipments", "refusals"),
     "recycling": ("devices", "lots", "refusals"),
+    "custody": ("refusals",),
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-SERVICES = ("intake", "diagnostics", "allocation", "recycling")
+SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
 
 
 def free_port() -> int:
@@ -30,12 +30,22 @@ class Cluster:
     env: dict[str, str]
     log_dir: Path
     urls: dict[str, str] = field(default_factory=dict)
+    reserved: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def reserve(self, service: str) -> str:
+        """The service's URL, on a free port chosen now if it has none yet (a service keeps
+        its port across restarts)."""
+        if service not in self.reserved:
+            self.reserved[service] = self.urls.get(service) or f"http://127.0.0.1:{free_port()}"
+        return self.reserved[service]
+
     def start(self, service: str) -> None:
-        port = int(self.urls[service].rsplit(":", 1)[1]) if service in self.urls else free_port()
-        self.urls[service] = f"http://127.0.0.1:{port}"
+        self.urls[service] = self.reserve(service)
+        port = int(self.urls[service].rsplit(":", 1)[1])
         env = self.env | {f"GREENIT_{service.upper()}_HTTP_PORT": str(port)}
+        # intake redirects its old read paths to custody: tell it where custody listens
+        env.setdefault("GREENIT_CUSTODY_PUBLIC_URL", self.reserve("custody"))
         log = (self.log_dir / f"{service}.log").open("ab")
         self.processes[service] = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"], env=env, stdout=log, stderr=log

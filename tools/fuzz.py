@@ -2,7 +2,7 @@
 
     uv run python -m tools.fuzz --cases 10000
 
-Starts the four services in a namespace of its own (Kafka and the store must be up, as
+Starts the five services in a namespace of its own (Kafka and the store must be up, as
 `./dev up` or `./dev infra-up` leave them), creates keys, seeds a little real data through the
 APIs (so generated path ids can hit existing resources), then sends generated requests, positive
 and negative, to every operation with the role that may use it (and now and then another role
@@ -69,7 +69,7 @@ PARTNER_ONLY: dict[str, set[tuple[str, str]]] = {
         ("POST", "/devices/{device_id}/report"),
     },
 }
-PARTNER_OF_SERVICE = {"intake": "donor", "allocation": "recipient"}
+PARTNER_OF_SERVICE = {"intake": "donor", "allocation": "recipient", "custody": "donor"}
 
 
 def caller_of(service: str, method: str, path: str) -> str:
@@ -703,7 +703,8 @@ def fuzz_all(
 ) -> list[Stats]:
     """Fuzz the services one after the other, each once what the previous caused has settled.
 
-    Services are fuzzed in the order events flow (intake, diagnostics, allocation, recycling),
+    Services are fuzzed in the order events flow (intake, diagnostics, allocation, recycling,
+    custody),
     so no consumer writes to the database of the service being fuzzed while it is.
     """
     client: MongoClient[DOC] = MongoClient(MONGO_URL, tz_aware=True)
@@ -796,7 +797,7 @@ class Run:
 
 @contextmanager
 def started(namespace: str, log_dir: Path) -> Iterator[Run]:
-    """Topics, the four services, keys and seed data in `namespace`."""
+    """Topics, the five services, keys and seed data in `namespace`."""
     asyncio.run(create_topics(BOOTSTRAP, prefix=namespace))
     env = {
         **os.environ,

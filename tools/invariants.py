@@ -1,8 +1,8 @@
-"""Checks what must always hold across the four services' stores, from outside.
+"""Checks what must always hold across the five services' stores, from outside.
 
     python -m tools.invariants [--namespace NS] [--mongo-url URL]
 
-Services never read each other's databases; this operations tool reads all four and reports
+Services never read each other's databases; this operations tool reads all five and reports
 every violation on a line of its own, then how many documents it checked. Exit code 1 when
 anything is violated. Tests call `check(client, namespace)` directly.
 
@@ -26,19 +26,21 @@ from pymongo import AsyncMongoClient
 from shared.mongo import Document
 from shared.settings import ServiceSettings
 
-SERVICES = ("intake", "diagnostics", "allocation", "recycling")
+SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
 COLLECTIONS: dict[str, tuple[str, ...]] = {
     "intake": ("pickups", "devices"),
     "diagnostics": ("devices", "certificates"),
     # request_devices after stock: a device allocated when stock was read is listed by then
     "allocation": ("stock", "request_devices", "requests", "shipments"),
     "recycling": ("devices", "lots"),
+    "custody": ("devices",),
 }
 OUTBOX_COLLECTIONS: dict[str, tuple[str, ...]] = {
     "intake": ("pickups", "devices", "refusals"),
     "diagnostics": ("devices", "refusals"),
     "allocation": ("stock", "requests", "shipments", "refusals"),
     "recycling": ("devices", "lots", "refusals"),
+    "custody": ("refusals",),
 }
 
 UNWIPED_IN_STOCK = "unwiped_in_stock"
@@ -363,7 +365,7 @@ def _custody_agrees(stores: Stores, report: Report, settled_before: datetime) ->
         str(d["certificate_id"]) for d in recycling.values() if d.get("certificate_id")
     }
     stock = stores.of("allocation", "stock")
-    custody = stores.of("intake", "devices")
+    custody = stores.of("custody", "devices")
     for device_id, view in custody.items():
         erasure = view.get("erasure_certificate_id")
         if erasure and str(erasure) not in erasure_ids:

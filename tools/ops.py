@@ -10,13 +10,13 @@ Both show the same overview of one namespace (GREENIT_NAMESPACE):
 - dead letters (records held by `{namespace}deadletter`), per source topic from their headers;
 - each service's consumers, from its `GET /health` (`consumers`): ok, retrying or stuck, failed
   deliveries in a row, the age of the oldest record not yet processed (GREENIT_SERVICE_URLS, JSON
-  {service: url}, overrides the default http://127.0.0.1:8001-8004);
-- devices per stage, the oldest and the stuck ones, from intake's `GET /ops/stages` at
-  GREENIT_INTAKE_URL (default http://127.0.0.1:8001), called by the console with the operations
+  {service: url}, overrides the defaults http://127.0.0.1:8001-8004 and custody's);
+- devices per stage, the oldest and the stuck ones, from custody's `GET /ops/stages` at
+  GREENIT_CUSTODY_URL (default http://127.0.0.1:8006), called by the console with the operations
   key in GREENIT_OPS_API_KEY, and by the page with the key its user signed in with.
 The page also finds a device by serial number or asset tag and shows its timeline. It holds no
 key: each /api/* call carries the user's operations or staff key (kept in the browser tab),
-checked by intake; a Host header other than the bind address or a --server-name is refused.
+checked by custody; a Host header other than the bind address or a --server-name is refused.
 """
 
 import argparse
@@ -40,13 +40,13 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.intake.ops_api import StagesView
+from services.custody.ops import StagesView
 from shared.http_security import HostGuard, SecurityHeaders, allowed_hosts, csp_nonce
 from shared.settings import ServiceSettings
 from shared.topics import ALL_TOPICS, DEAD_LETTER
@@ -62,23 +62,34 @@ Partition = tuple[str, int]
 class OpsSettings(ServiceSettings):
     service: ClassVar[str] = "ops"
 
-    ops_api_key: SecretStr | None = Field(None, description="An operations key for intake")
-    intake_url: str = "http://127.0.0.1:8001"
+    ops_api_key: SecretStr | None = Field(None, description="An operations key for custody")
+    custody_url: str = Field(
+        "http://127.0.0.1:8006",
+        # GREENIT_INTAKE_URL: its name when intake served the stage views (deprecated, read
+        # for one release: intake's old paths redirect to custody, which the client follows)
+        validation_alias=AliasChoices("custody_url", "GREENIT_CUSTODY_URL", "GREENIT_INTAKE_URL"),
+    )
     service_urls: dict[str, str] = Field(
         default_factory=dict,
         description="Where each service answers, for its /health: JSON {service: url}; "
-        "intake defaults to intake_url, the others to http://127.0.0.1:8002-8004",
+        "custody defaults to custody_url, the others to http://127.0.0.1:8001-8004",
     )
 
     def url_of(self, service: str) -> str:
         if service in self.service_urls:
             return self.service_urls[service]
-        if service == "intake":
-            return self.intake_url
+        if service == "custody":
+            return self.custody_url
         return f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
 
 
-DEFAULT_PORTS = {"intake": 8001, "diagnostics": 8002, "allocation": 8003, "recycling": 8004}
+DEFAULT_PORTS = {
+    "intake": 8001,
+    "diagnostics": 8002,
+    "allocation": 8003,
+    "recycling": 8004,
+    "custody": 8006,
+}
 
 
 # ---- what the console and the page show -------------------------------------------------------
@@ -241,7 +252,7 @@ def _members_and_topics(description: Any, group: str) -> tuple[str, int, set[str
 
 
 class Collector:
-    """Samples Kafka and asks intake; one per console or page process."""
+    """Samples Kafka and asks custody; one per console or page process."""
 
     def __init__(
         self,
@@ -288,7 +299,9 @@ class Collector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        self._http = httpx.AsyncClient(base_url=self.settings.intake_url, timeout=60)
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.custody_url, timeout=60, follow_redirects=True
+        )
         await self._admin.start()
         await self._offsets.start()
         await self._dead.start()
@@ -305,7 +318,7 @@ class Collector:
         await self._admin.close()
 
     async def overview(self, key: SecretStr | None = None) -> Overview:
-        """`key`: the caller's operations or staff key for intake (the page's signed-in user);
+        """`key`: the caller's operations or staff key for custody (the page's signed-in user);
         the console's is GREENIT_OPS_API_KEY."""
         async with self._lock:
             if self._last and time.monotonic() - self._last_monotonic < self.min_window_s:
@@ -332,14 +345,14 @@ class Collector:
             return self._last
 
     async def search(self, query: str, key: SecretStr | None = None) -> tuple[int, Any]:
-        """Intake's answer to `GET /ops/devices?q=`: its status code and body."""
-        return await self._ask_intake("/ops/devices", key, {"q": query})
+        """Custody's answer to `GET /ops/devices?q=`: its status code and body."""
+        return await self._ask_custody("/ops/devices", key, {"q": query})
 
     async def operator(self, key: SecretStr) -> tuple[int, Any]:
-        """Intake's answer to `GET /ops/me`: whose operations or staff key this is, or 401/403."""
-        return await self._ask_intake("/ops/me", key)
+        """Custody's answer to `GET /ops/me`: whose operations or staff key this is, or 401/403."""
+        return await self._ask_custody("/ops/me", key)
 
-    async def _ask_intake(
+    async def _ask_custody(
         self, path: str, key: SecretStr | None, params: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         key = key or self.settings.ops_api_key
@@ -350,7 +363,7 @@ class Collector:
                 path, params=params, headers={"X-API-Key": key.get_secret_value()}
             )
         except httpx.HTTPError as exc:
-            return 502, {"detail": f"intake at {self.settings.intake_url} did not answer: {exc}"}
+            return 502, {"detail": f"custody at {self.settings.custody_url} did not answer: {exc}"}
         try:
             return response.status_code, response.json()
         except ValueError:
@@ -474,7 +487,7 @@ class Collector:
             consumers=body.get("consumers") or {},
         )
 
-    # -- intake --
+    # -- custody --
 
     async def _current_stages(self, key: SecretStr | None) -> tuple[StagesView | None, str | None]:
         """The latest stage table; refreshed in the background every `stages_every_s`, since
@@ -503,9 +516,9 @@ class Collector:
                 "/ops/stages", params=params, headers={"X-API-Key": key.get_secret_value()}
             )
         except httpx.HTTPError as exc:
-            return self._stages, f"intake at {self.settings.intake_url} did not answer: {exc!r}"
+            return self._stages, f"custody at {self.settings.custody_url} did not answer: {exc!r}"
         if response.status_code != 200:
-            return self._stages, f"intake answered {response.status_code}: {response.text[:300]}"
+            return self._stages, f"custody answered {response.status_code}: {response.text[:300]}"
         return StagesView.model_validate_json(response.content), None
 
 
@@ -523,7 +536,7 @@ def _rate(value: float | None) -> str:
 
 
 def stages_table(overview: Overview) -> Table:
-    table = Table(title="Devices per stage (intake's custody view)", title_justify="left")
+    table = Table(title="Devices per stage (the custody view)", title_justify="left")
     for column in ("stage", "devices", "oldest", "in stage for", "stuck", "stuck after"):
         table.add_column(column, justify="right" if column in ("devices", "stuck") else "left")
     table.add_column("longest waiting", overflow="fold")
@@ -660,7 +673,7 @@ def web_app(
     collector: Collector, poll_s: float = 3.0, hosts: Iterable[str] = allowed_hosts("127.0.0.1")
 ) -> FastAPI:
     """The page and its /api/*: every call signed in with an operations or staff key, which
-    intake checks (`/ops/me`) and which is the one forwarded to intake; the page holds none."""
+    custody checks (`/ops/me`) and which is the one forwarded to custody; the page holds none."""
     page = TEMPLATE.read_text(encoding="utf-8").replace("{{POLL_MS}}", str(int(poll_s * 1000)))
 
     @asynccontextmanager
@@ -683,7 +696,7 @@ def web_app(
         if status_code in (401, 403):
             headers = _CHALLENGE if status_code == 401 else None
             raise HTTPException(status_code, detail or "this key was refused", headers)
-        raise HTTPException(502, f"intake could not check the key: {detail or status_code}")
+        raise HTTPException(502, f"custody could not check the key: {detail or status_code}")
 
     operator = Depends(signed_in)
 
@@ -751,12 +764,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--namespace", default=defaults.namespace, help="GREENIT_NAMESPACE")
     common.add_argument("--bootstrap", default=defaults.kafka_bootstrap)
-    common.add_argument("--intake-url", default=defaults.intake_url, help="GREENIT_INTAKE_URL")
+    common.add_argument("--custody-url", default=defaults.custody_url, help="GREENIT_CUSTODY_URL")
     common.add_argument(
         "--stuck-after",
         type=_stuck_after,
         help="seconds for every stage, or JSON per stage: '{\"received\": 3600}' "
-        "(default: intake's per-stage defaults)",
+        "(default: custody's per-stage defaults)",
     )
     common.add_argument(
         "--stages-every",
@@ -787,7 +800,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = OpsSettings(
-        namespace=args.namespace, kafka_bootstrap=args.bootstrap, intake_url=args.intake_url
+        namespace=args.namespace, kafka_bootstrap=args.bootstrap, custody_url=args.custody_url
     )
     if args.command == "web":  # the page forwards its signed-in user's key, never this one
         settings = settings.model_copy(update={"ops_api_key": None})

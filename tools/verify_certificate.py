@@ -17,7 +17,7 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from services.intake.certificates import CITED, Kind
+from services.custody.certificates import CITED, Kind
 from shared.codec import PoisonMessage, decode
 from shared.credentials import tool_credentials
 from shared.events import Event

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.diagnostics import handlers
-from services.diagnostics.domain import Certificate, Device, DeviceState, Diagnosis
+from services.diagnostics.domain import Device, DeviceState, Diagnosis, SanitizationRecord
 from services.diagnostics.rules import Cosmetic, GradingRules, TestResults
 from services.diagnostics.store import Store
 from shared.auth import Principal, Role
@@ -228,7 +228,7 @@ def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
     @api.get("/certificates/{certificate_id}", summary="An erasure certificate")
     async def get_certificate(
         certificate_id: UUID, principal: Annotated[Principal, reader]
-    ) -> Certificate:
+    ) -> SanitizationRecord:
         certificate = await store.load_certificate(certificate_id)
         if certificate is None:
             raise Unknown("no such erasure certificate")

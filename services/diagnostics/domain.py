@@ -85,8 +85,10 @@ class CertifiedDrive(Contract):
     location: str
 
 
-class Certificate(Contract):
-    """The erasure certificate (NIST SP 800-88): which device, each drive, how, who, when, where."""
+class SanitizationRecord(Contract):
+    """What diagnostics did to erase one device (NIST SP 800-88), served as its erasure
+    certificate (`GET /certificates/{id}`): which device, each drive, how, who, when, where. The
+    donor's certificate, built from the events, is custody's `ErasureCertificate`."""
 
     certificate_id: UUID
     device_id: UUID
@@ -116,7 +118,7 @@ class Device(Contract):
     state: DeviceState = DeviceState.RECEIVED
     diagnosis: Diagnosis | None = None
     erasures: list[ErasureRecord] = []
-    certificate: Certificate | None = None
+    certificate: SanitizationRecord | None = None
 
     @property
     def certificate_id(self) -> UUID | None:
@@ -241,7 +243,7 @@ def _certify_if_done(device: Device, now: datetime, ids: Ids) -> tuple[Device, l
     if diagnosis is None or device.pending_drives():
         return device, []
     done = _done(diagnosis.decision, device.erasures)
-    certificate = Certificate(
+    certificate = SanitizationRecord(
         certificate_id=ids(device.device_id, "erasure-certificate"),
         device_id=device.device_id,
         make=device.make,

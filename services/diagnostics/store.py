@@ -9,7 +9,7 @@ from uuid import UUID
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.diagnostics.domain import Certificate, Device, DeviceState
+from services.diagnostics.domain import Device, DeviceState, SanitizationRecord
 from shared.events import Event
 from shared.mongo import DUPLICATE_KEY, Database, Document, to_document, update_if
 from shared.outbox import Connected, outbox_set
@@ -91,7 +91,7 @@ class Store:
             return int(exc.details.get("nInserted", 0))
         return len(result.inserted_ids)
 
-    async def save_certificate(self, certificate: Certificate) -> None:
+    async def save_certificate(self, certificate: SanitizationRecord) -> None:
         doc = to_document(certificate.model_dump())
         await self._db.certificates.replace_one(
             {"_id": str(certificate.certificate_id)},
@@ -99,7 +99,7 @@ class Store:
             upsert=True,
         )
 
-    async def load_certificate(self, certificate_id: UUID) -> Certificate | None:
+    async def load_certificate(self, certificate_id: UUID) -> SanitizationRecord | None:
         doc = await self._db.certificates.find_one({"_id": str(certificate_id)})
         if doc is None:
             # Issued with the device's state but not yet copied (a crash in between): copy it now.
@@ -114,7 +114,7 @@ class Store:
             await self.save_certificate(certificate)
             return certificate
         doc.pop("_id")
-        return Certificate.model_validate(doc)
+        return SanitizationRecord.model_validate(doc)
 
     async def list_devices(self, state: DeviceState | None, limit: int) -> list[Device]:
         query: Document = {} if state is None else {"state": state.value}

@@ -1,14 +1,15 @@
-"""Intake's HTTP API: donors ask for pickups and follow their devices; staff scan devices in."""
+"""Intake's HTTP API: donors ask for pickups; staff scan devices in. What became of each device is
+the custody service's to answer (`moved`: the old read paths redirect there)."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.intake import handlers, store
-from services.intake.domain import Pickup, PickupStatus, Scan, Stage
+from services.intake.domain import Pickup, PickupStatus, Scan
 from shared.auth import Principal, Role
 from shared.events import Address, Contact, DeviceCategory, NonEmpty, TimeWindow
 from shared.mongo import Document
@@ -85,15 +86,10 @@ class PickupView(BaseModel):
     created_at: datetime
 
 
-class HistoryView(BaseModel):
-    event_id: UUID
-    event_type: str
-    occurred_at: datetime
-    producer: str
-    details: dict[str, Any]
-
-
 class DeviceView(BaseModel):
+    """A device as intake registered it; its stage, history and certificates are custody's
+    (`custody_url`)."""
+
     device_id: UUID
     pickup_id: UUID
     partner_id: str
@@ -104,12 +100,8 @@ class DeviceView(BaseModel):
     make: str
     model: str
     weight_kg: float
-    stage: str
-    recipient_id: str | None
-    erasure_certificate_id: UUID | None
-    recycling_certificate_id: UUID | None
     received_at: datetime
-    history: list[HistoryView]
+    custody_url: str = Field(description="The device's custody view: stage, history, certificates")
 
 
 def pickup_view(pickup: Pickup, devices_received: int) -> PickupView:
@@ -128,8 +120,7 @@ def pickup_view(pickup: Pickup, devices_received: int) -> PickupView:
     )
 
 
-def device_view(doc: Document) -> DeviceView:
-    history = sorted(doc.get("history") or (), key=lambda h: h["occurred_at"])
+def device_view(doc: Document, custody_url: str) -> DeviceView:
     return DeviceView(
         device_id=UUID(doc["_id"]),
         pickup_id=UUID(doc["pickup_id"]),
@@ -141,12 +132,8 @@ def device_view(doc: Document) -> DeviceView:
         make=doc["make"],
         model=doc["model"],
         weight_kg=doc["weight_kg"],
-        stage=doc.get("stage") or "received",
-        recipient_id=doc.get("recipient_id"),
-        erasure_certificate_id=doc.get("erasure_certificate_id"),
-        recycling_certificate_id=doc.get("recycling_certificate_id"),
         received_at=doc["received_at"],
-        history=[HistoryView.model_validate(h) for h in history],
+        custody_url=f"{custody_url.rstrip('/')}/devices/{doc['_id']}",
     )
 
 
@@ -159,7 +146,7 @@ def _not_found(exc: LookupError) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0]) if exc.args else "not found")
 
 
-def router(runtime: Runtime) -> APIRouter:
+def router(runtime: Runtime, custody_url: str) -> APIRouter:
     api = APIRouter()
     anyone = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
     donor = Depends(runtime.require(Role.DONOR))
@@ -273,31 +260,6 @@ def router(runtime: Runtime) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown pickup") from exc
         if not created:
             response.status_code = status.HTTP_200_OK
-        return device_view(doc)
-
-    @api.get("/devices", tags=["devices"], summary="Devices and what became of them")
-    async def list_devices(
-        principal: Annotated[Principal, anyone],
-        pickup_id: UUID | None = None,
-        stage: Stage | None = None,
-        partner_id: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> list[DeviceView]:
-        docs = await store.find_devices(
-            runtime.db,
-            partner_id=_own(principal) or partner_id,
-            pickup_id=pickup_id,
-            stage=stage,
-        )
-        return [device_view(d) for d in docs]
-
-    @api.get(
-        "/devices/{device_id}", tags=["devices"], summary="One device and its chain of custody"
-    )
-    async def get_device(device_id: UUID, principal: Annotated[Principal, anyone]) -> DeviceView:
-        doc = await store.load_device(runtime.db, device_id)
-        own = _own(principal)
-        if doc is None or (own is not None and doc["partner_id"] != own):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")
-        return device_view(doc)
+        return device_view(doc, custody_url)
 
     return api

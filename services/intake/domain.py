@@ -1,8 +1,7 @@
-"""Intake's rules: the pickup state machine, scanning devices in, and the donor's custody view."""
+"""Intake's rules: the pickup state machine and scanning devices in."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -13,28 +12,14 @@ from shared.domain import IllegalTransition
 from shared.events import (
     Address,
     Contact,
-    DeviceAllocated,
     DeviceCategory,
-    DeviceDelivered,
-    DeviceDiagnosed,
-    DeviceDismantled,
-    DeviceEvent,
-    DeviceReady,
     DeviceReceived,
-    DeviceRecycled,
-    DeviceReleasedForRecycling,
-    DeviceReported,
-    DeviceReturned,
-    DeviceShipped,
-    DeviceUsageReported,
-    DeviceWiped,
     PickupCancelled,
     PickupCompleted,
     PickupRequested,
     PickupScheduled,
     TimeWindow,
 )
-from shared.evidence import event_digest
 
 PRODUCER: Literal["intake"] = "intake"
 
@@ -341,7 +326,6 @@ class ReceivedDevice:
     location: str
     scanned_by: str
     received_at: datetime
-    custody: Custody
 
     @property
     def serial_key(self) -> str | None:
@@ -359,7 +343,7 @@ def receive_device(
     now: datetime,
     event_id: UUID,
 ) -> tuple[ReceivedDevice, DeviceReceived]:
-    """A new device enters custody under an open pickup; its custody starts as `received`."""
+    """A new device enters custody under an open pickup."""
     if not pickup.is_open:
         raise _refuse(
             pickup, "scan device", f"no device can be scanned into a {pickup.status} pickup"
@@ -396,227 +380,9 @@ def receive_device(
         location=scan.location,
         scanned_by=scanned_by,
         received_at=now,
-        custody=record(Custody(), event),
     )
     return device, event
 
 
-# ---- custody view -----------------------------------------------------------------------------
-
-Stage = Literal[
-    "received",
-    "diagnosed",
-    "wiped",
-    "ready",
-    "awaiting_recycling",
-    "allocated",
-    "shipped",
-    "delivered",
-    "broken",
-    "returned",
-    "dismantled",
-    "recycled",
-    "lost",
-]
-
-STAGE_RANK: dict[str, int] = {
-    "received": 1,
-    "diagnosed": 2,
-    "wiped": 3,
-    "ready": 4,
-    "awaiting_recycling": 4,
-    "allocated": 5,
-    "shipped": 6,
-    "delivered": 7,
-    "broken": 8,
-    "returned": 9,
-    "dismantled": 10,
-    "recycled": 11,
-    "lost": 12,
-}
-
-TERMINAL_STAGES: frozenset[str] = frozenset({"recycled", "lost"})
-"""Stages a device never leaves. A broken device is not one: its recipient can still return it,
-and recycling takes it from there."""
-
-_STAGE_OF_TYPE: dict[str, str] = {
-    "device.received": "received",
-    "device.diagnosed": "diagnosed",
-    "device.wiped": "wiped",
-    "device.ready": "ready",
-    "device.released_for_recycling": "awaiting_recycling",
-    "device.allocated": "allocated",
-    "device.shipped": "shipped",
-    "device.delivered": "delivered",
-    "device.returned": "returned",
-    "device.dismantled": "dismantled",
-    "device.recycled": "recycled",
-    "device.usage_reported": "delivered",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    event_id: UUID
-    event_type: str
-    occurred_at: datetime
-    producer: str
-    details: dict[str, Any]
-    digest: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Custody:
-    """What the donor sees of one device: its furthest stage and what happened to it."""
-
-    stage: str | None = None
-    history: tuple[HistoryEntry, ...] = ()
-    recipient_id: str | None = None
-    recipient_name: str | None = None
-    erasure_certificate_id: UUID | None = None
-    recycling_certificate_id: UUID | None = None
-
-    @property
-    def rank(self) -> int:
-        return STAGE_RANK[self.stage] if self.stage else 0
-
-    def has_seen(self, event_id: UUID) -> bool:
-        return any(h.event_id == event_id for h in self.history)
-
-
-def stage_of(event: DeviceEvent) -> str:
-    if isinstance(event, DeviceReported):
-        return event.condition
-    try:
-        return _STAGE_OF_TYPE[event.event_type]
-    except KeyError:
-        raise ValueError(f"{event.event_type} says nothing about a device's stage") from None
-
-
-def details_of(event: DeviceEvent) -> dict[str, Any]:
-    """The part of an event a donor cares about (JSON-ready values)."""
-    match event:
-        case DeviceReceived():
-            return {"asset_tag": event.asset_tag, "location": event.location}
-        case DeviceDiagnosed():
-            return {
-                "decision": event.decision.value,
-                "reason": event.reason,
-                "cosmetic_grade": event.cosmetic_grade.value,
-                "functional_grade": event.functional_grade.value,
-            }
-        case DeviceWiped():
-            return {
-                "certificate_id": str(event.certificate_id),
-                "drives": len(event.erasures),
-                "erasures": [e.model_dump(mode="json") for e in event.erasures],
-            }
-        case DeviceReady():
-            return {"erasure_certificate_id": str(event.erasure_certificate_id)}
-        case DeviceReleasedForRecycling():
-            return {
-                "reason": event.reason,
-                "erasure_certificate_id": str(event.erasure_certificate_id),
-            }
-        case DeviceAllocated():
-            return {"recipient_id": event.recipient_id, "recipient_name": event.recipient_name}
-        case DeviceShipped() | DeviceDelivered():
-            return {"recipient_id": event.recipient_id}
-        case DeviceUsageReported():
-            return {
-                "recipient_id": event.recipient_id,
-                "students": event.students,
-                "classrooms": event.classrooms,
-            }
-        case DeviceReturned():
-            return {"recipient_id": event.recipient_id, "reason": event.reason}
-        case DeviceReported():
-            return {"recipient_id": event.recipient_id, "condition": event.condition}
-        case DeviceDismantled():
-            return {
-                "fractions_total_kg": round(event.fractions.total_kg, 3),
-                "fractions": event.fractions.model_dump(mode="json"),
-                "hazardous_parts": list(event.hazardous_parts),
-                "storage_destroyed": [e.model_dump(mode="json") for e in event.storage_destroyed],
-                "dismantled_by": event.dismantled_by,
-                "location": event.location,
-                "drive_serials": event.drive_serials,
-                "erasure_certificate_id": _str_or_none(event.erasure_certificate_id),
-            }
-        case DeviceRecycled():
-            return {
-                "lot_id": str(event.lot_id),
-                "certificate_id": str(event.certificate_id),
-                "recycler": event.recycler.name,
-                "recycler_certification": event.recycler.certification,
-                "fractions": event.fractions.model_dump(mode="json"),
-                "bill_of_lading": event.bill_of_lading,
-            }
-    return {}
-
-
-def _str_or_none(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
-
-
 def to_millis(t: datetime) -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
-
-
-def stage_of_entry(event_type: str, details: Mapping[str, Any]) -> str | None:
-    """The stage a history entry moved the device to (a report: its condition), if any."""
-    stage = _STAGE_OF_TYPE.get(event_type) or details.get("condition")
-    return stage if stage in STAGE_RANK else None
-
-
-def _chronological(entry: HistoryEntry) -> tuple[datetime, int]:
-    """Time first; events written in one update share a time, so then the lifecycle's order."""
-    stage = stage_of_entry(entry.event_type, entry.details)
-    return entry.occurred_at, STAGE_RANK[stage] if stage else 0
-
-
-def record(custody: Custody, event: DeviceEvent) -> Custody:
-    """Add one device event to the custody view, once.
-
-    A device's events travel on different topics and may arrive out of order, so the stage is
-    the highest-ranked one seen: a late `device.wiped` never moves a delivered device back, and
-    `lost` (the highest rank) is terminal.
-    """
-    if custody.has_seen(event.event_id):
-        return custody
-    stage = stage_of(event)
-    entry = HistoryEntry(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        # The store keeps milliseconds: two events of one update (wiped and ready) then share
-        # their time and keep the lifecycle's order between them.
-        occurred_at=to_millis(event.occurred_at),
-        producer=event.producer,
-        details=details_of(event),
-        digest=event_digest(event),
-    )
-    history = tuple(sorted((*custody.history, entry), key=_chronological))
-    updated = replace(
-        custody,
-        history=history,
-        stage=stage if STAGE_RANK[stage] > custody.rank else custody.stage,
-    )
-    match event:
-        case DeviceWiped():
-            updated = replace(updated, erasure_certificate_id=event.certificate_id)
-        case DeviceReady() | DeviceReleasedForRecycling():
-            if updated.erasure_certificate_id is None:
-                updated = replace(updated, erasure_certificate_id=event.erasure_certificate_id)
-        case DeviceRecycled():
-            updated = replace(updated, recycling_certificate_id=event.certificate_id)
-        case (
-            DeviceAllocated()
-            | DeviceShipped()
-            | DeviceDelivered()
-            | DeviceReturned()
-            | DeviceReported()
-        ) if updated.recipient_id is None or STAGE_RANK[stage] > custody.rank:
-            updated = replace(updated, recipient_id=event.recipient_id)
-    if isinstance(event, DeviceAllocated) and event.recipient_name:
-        updated = replace(updated, recipient_name=event.recipient_name)
-    return updated

@@ -14,12 +14,9 @@ from shared.events import (
     Address,
     Contact,
     DeviceCategory,
-    DeviceEvent,
-    Event,
     PickupEvent,
     TimeWindow,
 )
-from shared.kafka import Unprocessable
 from shared.mongo import Document, update_if
 from shared.outbox import outbox_doc, outbox_set
 from shared.service import Runtime
@@ -187,40 +184,5 @@ async def scan_device(
         await store.end_receiving(db, pickup_id, device.device_id, inserted=True)
         await store.save_keys(db, doc)
         await runtime.relay.flush(db.devices, str(device.device_id))
-        doc = await store.load_device(db, device.device_id)
-        assert doc is not None
-        await store.save_summary(db, doc)
         return doc, True
     raise Busy(f"scanning into pickup {pickup_id} kept colliding")
-
-
-# ---- custody view -----------------------------------------------------------------------------
-
-
-async def record_device_event(runtime: Runtime, event: Event) -> None:
-    """Add a device event to the device's custody view exactly once."""
-    if not isinstance(event, DeviceEvent):
-        raise Unprocessable(f"{event.event_type} is not a device event")
-    event_id = str(event.event_id)
-    for _ in range(ATTEMPTS):
-        doc = await store.load_device(runtime.db, event.device_id)
-        if doc is None:
-            raise Unprocessable(f"unknown device {event.device_id}: intake never received it")
-        if event_id in (doc.get("applied") or ()):
-            # Applied before: the summary may still lag if we stopped between the two writes.
-            await store.save_summary(runtime.db, doc)
-            return
-        custody = domain.record(store.custody_from_doc(doc), event)
-        fields = store.custody_fields(custody)
-        stored = await update_if(
-            runtime.db.devices,
-            doc["_id"],
-            {"version": doc.get("version", 0), "applied": {"$ne": event_id}},
-            {"$set": fields, "$inc": {"version": 1}, "$push": {"applied": event_id}},
-        )
-        if stored:
-            await store.save_summary(
-                runtime.db, {**doc, **fields, "version": doc.get("version", 0) + 1}
-            )
-            return
-    raise Busy(f"device {event.device_id} kept changing")

@@ -1,4 +1,3 @@
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import AliasChoices, Field
@@ -10,15 +9,11 @@ class Settings(ServiceSettings):
     service: ClassVar[str] = "intake"
 
     http_port: int = Field(8001, validation_alias=AliasChoices("GREENIT_INTAKE_HTTP_PORT"))
-    public_url: str = Field(
-        "http://127.0.0.1:8001",
-        validation_alias=AliasChoices("GREENIT_INTAKE_PUBLIC_URL"),
-        description="Where the public verification pages are reached; printed in QR codes.",
-    )
-    impact_factors: Path | None = Field(
-        None,
-        validation_alias=AliasChoices("GREENIT_INTAKE_IMPACT_FACTORS"),
-        description="A YAML file of CO2e and landfill factors; the built-in set when unset.",
+    custody_url: str = Field(
+        "http://127.0.0.1:8006",
+        validation_alias=AliasChoices("GREENIT_CUSTODY_PUBLIC_URL"),
+        description="The custody service's public address: intake's old read paths (devices, "
+        "certificates, /verify, reports, /ops) answer 308 to the same path there.",
     )
     manifest_max_rows: int = Field(
         5000,

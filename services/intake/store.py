@@ -1,12 +1,11 @@
-"""Intake's own collections: `pickups`, `devices` (with the custody view), `pickup_devices`,
-`device_keys`, `device_summaries`, `counters`."""
+"""Intake's own collections: `pickups`, `devices` (as registered), `pickup_devices`,
+`device_keys`, `counters`, and the manifest's (`manifest`, `manifest_lists`, `manifest_pages`,
+`manifest_serials`)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,8 +13,6 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import (
-    Custody,
-    HistoryEntry,
     KnownDevice,
     Pickup,
     PickupStatus,
@@ -30,7 +27,6 @@ from shared.mongo import (
     find_by_ids,
     list_pending,
     settle_pending,
-    update_if,
 )
 
 ASSET_TAG_COUNTER = "asset_tag"
@@ -42,9 +38,6 @@ async def setup(db: Database) -> None:
     await db.devices.create_index([("pickup_id", ASCENDING)])
     await db.devices.create_index([("partner_id", ASCENDING)])
     await db.pickups.create_index([("partner_id", ASCENDING)])
-    await db.device_summaries.create_index([("partner_id", ASCENDING)])
-    if await db.device_summaries.find_one({}, {"_id": 1}) is None:
-        await sync_summaries(db)  # first start with summaries: copy the existing devices
     if await db.device_keys.find_one({}, {"_id": 1}) is None:
         await sync_keys(db)  # first start with keys: index the existing devices
     if await db.pickup_devices.find_one({}, {"_id": 1}) is None:
@@ -149,48 +142,6 @@ async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID,
 # ---- devices ----------------------------------------------------------------------------------
 
 
-def custody_fields(custody: Custody) -> Document:
-    return {
-        "stage": custody.stage,
-        "recipient_id": custody.recipient_id,
-        "recipient_name": custody.recipient_name,
-        "erasure_certificate_id": _str(custody.erasure_certificate_id),
-        "recycling_certificate_id": _str(custody.recycling_certificate_id),
-        "history": [
-            {
-                "event_id": str(h.event_id),
-                "event_type": h.event_type,
-                "occurred_at": h.occurred_at,
-                "producer": h.producer,
-                "details": h.details,
-                "digest": h.digest,
-            }
-            for h in custody.history
-        ],
-    }
-
-
-def custody_from_doc(doc: Document) -> Custody:
-    return Custody(
-        stage=doc.get("stage"),
-        recipient_id=doc.get("recipient_id"),
-        recipient_name=doc.get("recipient_name"),
-        erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
-        recycling_certificate_id=_uuid(doc.get("recycling_certificate_id")),
-        history=tuple(
-            HistoryEntry(
-                event_id=UUID(h["event_id"]),
-                event_type=h["event_type"],
-                occurred_at=h["occurred_at"],
-                producer=h["producer"],
-                details=h.get("details") or {},
-                digest=h.get("digest"),
-            )
-            for h in doc.get("history") or ()
-        ),
-    )
-
-
 def device_doc(device: ReceivedDevice) -> Document:
     doc: Document = {
         "_id": str(device.device_id),
@@ -206,9 +157,6 @@ def device_doc(device: ReceivedDevice) -> Document:
         "location": device.location,
         "scanned_by": device.scanned_by,
         "received_at": device.received_at,
-        "applied": [str(h.event_id) for h in device.custody.history],
-        "version": 0,
-        **custody_fields(device.custody),
     }
     if device.serial_key is not None:
         doc["serial_key"] = device.serial_key
@@ -220,7 +168,8 @@ def known_device(doc: Document) -> KnownDevice:
         device_id=UUID(doc["_id"]),
         pickup_id=UUID(doc["pickup_id"]),
         asset_tag=doc["asset_tag"],
-        stage=doc.get("stage") or "received",
+        # intake knows a device as received; what became of it since is custody's
+        stage="received",
         partner_id=doc.get("partner_id"),
     )
 
@@ -303,24 +252,6 @@ async def sync_keys(db: Database) -> int:
 
 async def load_device(db: Database, device_id: UUID) -> Document | None:
     return await db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
-
-
-async def find_devices(
-    db: Database,
-    *,
-    partner_id: str | None = None,
-    pickup_id: UUID | None = None,
-    stage: str | None = None,
-) -> list[Document]:
-    query: dict[str, Any] = {}
-    if partner_id is not None:
-        query["partner_id"] = partner_id
-    if pickup_id is not None:
-        query["pickup_id"] = str(pickup_id)
-    if stage is not None:
-        query["stage"] = stage
-    cursor = db.devices.find(query, {"outbox": 0, "applied": 0}).sort("received_at", ASCENDING)
-    return [d async for d in cursor]
 
 
 # ---- manifest lists -----------------------------------------------------------------------------
@@ -469,104 +400,6 @@ async def sync_manifest_lists(db: Database) -> int:
     return sum(len(docs) for docs in by_pickup.values())
 
 
-# ---- device summaries -------------------------------------------------------------------------
-
-SUMMARY_DETAILS = (
-    "recipient_id",
-    "recipient_name",
-    "students",
-    "classrooms",
-    "condition",
-    "recycler",
-    "recycler_certification",
-    "fractions",
-)
-"""The details of history entries that reports and the operations views read."""
-
-
-def summary_of(doc: Document) -> Document:
-    """A device's compact copy: identity, stage, and its history without the heavy details.
-
-    Reports and operations views read many devices at once. FerretDB scans whole documents
-    and pays for every nested value, so the copy is flat: the history is one JSON string.
-    """
-    summary = {
-        key: doc.get(key)
-        for key in (
-            "_id",
-            "partner_id",
-            "pickup_id",
-            "asset_tag",
-            "serial_number",
-            "category",
-            "make",
-            "model",
-            "weight_kg",
-            "received_at",
-            "stage",
-        )
-    }
-    summary["version"] = doc.get("version", 0)
-    summary["history_json"] = json.dumps(
-        [
-            {
-                "event_type": h["event_type"],
-                "occurred_at": _utc(h["occurred_at"]).isoformat(),
-                "details": {
-                    k: v for k, v in (h.get("details") or {}).items() if k in SUMMARY_DETAILS
-                },
-            }
-            for h in doc.get("history") or ()
-        ],
-        separators=(",", ":"),
-    )
-    return summary
-
-
-def expand_summary(summary: Document) -> Document:
-    """A summary in the custody document's shape: `history` a list, times as datetimes."""
-    expanded = {k: v for k, v in summary.items() if k != "history_json"}
-    expanded["history"] = [
-        {**h, "occurred_at": datetime.fromisoformat(h["occurred_at"])}
-        for h in json.loads(summary.get("history_json") or "[]")
-    ]
-    return expanded
-
-
-async def find_summaries(db: Database, query: dict[str, Any]) -> list[Document]:
-    return [expand_summary(s) async for s in db.device_summaries.find(query)]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def save_summary(db: Database, doc: Document) -> None:
-    """Write the device's summary unless a newer version of it is already there."""
-    summary = summary_of(doc)
-    await update_if(
-        db.device_summaries,
-        summary["_id"],
-        {"version": {"$lt": summary["version"]}},
-        {"$set": {k: v for k, v in summary.items() if k != "_id"}},
-        upsert=True,
-    )
-
-
-async def sync_summaries(db: Database) -> int:
-    """Write the summaries that are missing or behind (after a crash between the two writes)."""
-    known = {
-        d["_id"]: d.get("version", 0)
-        async for d in db.device_summaries.find({}, {"_id": 1, "version": 1})
-    }
-    behind = 0
-    async for doc in db.devices.find({}, {"outbox": 0, "applied": 0}):
-        if known.get(doc["_id"], -1) < doc.get("version", 0):
-            await save_summary(db, doc)
-            behind += 1
-    return behind
-
-
 async def next_asset_number(db: Database) -> int:
     """The next number for a generated asset tag. On FerretDB v1 two concurrent increments can
     return the same number (its update reads, then writes), so this process's scans take turns;
@@ -582,7 +415,7 @@ async def next_asset_number(db: Database) -> int:
     return int(doc["n"])
 
 
-_IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1, "stage": 1}
+_IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1}
 
 
 def _str(value: UUID | None) -> str | None:

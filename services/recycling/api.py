@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.recycling import handlers
-from services.recycling.domain import Certificate, Device, Source, State
+from services.recycling.domain import Device, RecyclingRecord, Source, State
 from services.recycling.store import Store, lot_from
 from shared.auth import Principal, Role
 from shared.events import (
@@ -158,7 +158,7 @@ class CertificateView(BaseModel):
     issued_at: datetime
 
     @classmethod
-    def of(cls, c: Certificate) -> "CertificateView":
+    def of(cls, c: RecyclingRecord) -> "CertificateView":
         return cls(
             certificate_id=c.certificate_id,
             device_id=c.device_id,

@@ -64,8 +64,10 @@ class Dismantling:
 
 
 @dataclass(frozen=True, slots=True)
-class Certificate:
-    """Proof that one device's materials went to a certified recycler."""
+class RecyclingRecord:
+    """What recycling did with one device: proof that its materials went to a certified recycler,
+    served as its recycling certificate (`GET /certificates/{id}`). The donor's certificate,
+    built from the events, is custody's `RecyclingCertificate`."""
 
     certificate_id: UUID
     device_id: UUID
@@ -98,7 +100,7 @@ class Device:
     state: State = State.AWAITING_DISMANTLING
     dismantling: Dismantling | None = None
     lot_id: UUID | None = None
-    certificate: Certificate | None = None
+    certificate: RecyclingRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +352,7 @@ def recycle(
             correlation_id=device.correlation_id,
         )
     fractions = device.dismantling.fractions
-    certificate = Certificate(
+    certificate = RecyclingRecord(
         certificate_id=certificate_id,
         device_id=device.device_id,
         category=device.category,

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from services.recycling.domain import Certificate, Device, Lot, State
+from services.recycling.domain import Device, Lot, RecyclingRecord, State
 from shared.events import Event
 from shared.mongo import Database, Document, to_document, update_if
 from shared.outbox import Connected, outbox_set
@@ -24,7 +24,7 @@ DISPATCHED = "dispatched"
 
 _DEVICE = TypeAdapter(Device)
 _LOT = TypeAdapter(Lot)
-_CERTIFICATE = TypeAdapter(Certificate)
+_CERTIFICATE = TypeAdapter(RecyclingRecord)
 
 
 async def setup(db: Database) -> None:
@@ -98,7 +98,7 @@ class Store:
         cursor = self._db.devices.find(query, {"outbox": 0}).sort("_id", 1)
         return [device_from(d) async for d in cursor]
 
-    async def load_certificate(self, certificate_id: UUID) -> Certificate | None:
+    async def load_certificate(self, certificate_id: UUID) -> RecyclingRecord | None:
         doc = await self._db.devices.find_one(
             {"certificate_id": str(certificate_id)}, {"certificate": 1}
         )

@@ -1,4 +1,4 @@
-"""A small chaos run: devices through the four services while service processes are SIGKILLed,
+"""A small chaos run: devices through the five services while service processes are SIGKILLed,
 and the Kafka broker and the document store are each killed and restarted once.
 
 The same code as `python -m tools.chaos`, on a Kafka broker and a document store of its own

@@ -1,4 +1,4 @@
-"""Partners see and change only their own data, across the four services as separate processes.
+"""Partners see and change only their own data, across the five services as separate processes.
 
 Partner A (a donor and a school) gets a pickup, two scanned and wiped devices, a request, one
 delivered shipment and one still on its way; partner B (another donor, another school) then
@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from services.allocation.settings import Settings as AllocationSettings
+from services.custody.settings import Settings as CustodySettings
 from services.diagnostics.settings import Settings as DiagnosticsSettings
 from services.intake.settings import Settings as IntakeSettings
 from services.recycling.settings import Settings as RecyclingSettings
@@ -161,7 +162,7 @@ def _snapshot(p: Partners) -> dict[str, Any]:
     """Everything A can see of its own data, as A sees it."""
     return {
         "pickup": p.ok("intake", DONOR_A, "GET", f"/pickups/{p.pickup_id}"),
-        "custody": p.ok("intake", DONOR_A, "GET", "/devices"),
+        "custody": p.ok("custody", DONOR_A, "GET", "/devices"),
         "request": p.ok("allocation", SCHOOL_A, "GET", f"/requests/{p.request_id}"),
         "shipments": p.ok("allocation", SCHOOL_A, "GET", "/shipments"),
         "devices": p.ok("allocation", SCHOOL_A, "GET", "/devices"),
@@ -236,7 +237,7 @@ def partners(cluster: Cluster, keys) -> Partners:
 
     def custody_settled() -> bool:
         # every event of both devices arrived: received ... shipped (6), and delivered (7)
-        view = p.ok("intake", DONOR_A, "GET", "/devices")
+        view = p.ok("custody", DONOR_A, "GET", "/devices")
         return sorted((d["stage"], len(d["history"])) for d in view) == [
             ("delivered", 7),
             ("shipped", 6),
@@ -254,7 +255,7 @@ def _ids(items: list[dict[str, Any]], key: str) -> set[str]:
 def test_another_donor_can_neither_see_nor_change_the_pickup_and_devices(partners: Partners):
     p = partners
     assert p.pickup_id not in _ids(p.ok("intake", DONOR_B, "GET", "/pickups"), "pickup_id")
-    assert not _ids(p.ok("intake", DONOR_B, "GET", "/devices"), "device_id") & set(p.device_ids)
+    assert not _ids(p.ok("custody", DONOR_B, "GET", "/devices"), "device_id") & set(p.device_ids)
     attempts = [
         ("GET", f"/pickups/{p.pickup_id}", None),
         ("POST", f"/pickups/{p.pickup_id}/cancel", {"reason": "changed our mind"}),
@@ -265,12 +266,14 @@ def test_another_donor_can_neither_see_nor_change_the_pickup_and_devices(partner
         ),
         ("POST", f"/pickups/{p.pickup_id}/complete", {}),
         ("POST", f"/pickups/{p.pickup_id}/devices", _scan_body(99)),
-        ("GET", f"/devices/{p.delivered_device}", None),
-        ("GET", f"/devices/{p.shipped_device}", None),
     ]
     for method, path, body in attempts:
         response = p.call("intake", DONOR_B, method, path, json=body)
         assert response.status_code in DENIED, (method, path, response.status_code)
+    for device in (p.delivered_device, p.shipped_device):
+        for path in (f"/devices/{device}", f"/devices/{device}/certificates/erasure"):
+            response = p.call("custody", DONOR_B, "GET", path)
+            assert response.status_code in DENIED, (path, response.status_code)
 
 
 def test_another_recipient_can_neither_see_nor_change_the_request_shipments_and_devices(
@@ -319,7 +322,8 @@ def test_the_owner_itself_is_allowed_what_the_other_partner_was_denied(partners:
         (DONOR_A, "allocation", "/requests"),
         (DONOR_A, "diagnostics", "/devices"),
         (DONOR_A, "recycling", "/devices"),
-        (SCHOOL_A, "intake", "/devices"),
+        (SCHOOL_A, "intake", "/pickups"),
+        (SCHOOL_A, "custody", "/devices"),
         (SCHOOL_A, "diagnostics", "/devices"),
         (SCHOOL_A, "recycling", "/devices"),
     ],
@@ -358,7 +362,13 @@ def test_the_partners_data_is_unchanged_after_the_other_partners_attempts(partne
 
 
 def test_every_service_defaults_to_the_loopback_interface():
-    for settings in (IntakeSettings, DiagnosticsSettings, AllocationSettings, RecyclingSettings):
+    for settings in (
+        IntakeSettings,
+        DiagnosticsSettings,
+        AllocationSettings,
+        RecyclingSettings,
+        CustodySettings,
+    ):
         assert settings().http_host == "127.0.0.1", settings.service
 
 

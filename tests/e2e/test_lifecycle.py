@@ -1,4 +1,4 @@
-"""One donation of 30 devices through the four services, only through their public HTTP APIs.
+"""One donation of 30 devices through the five services, only through their public HTTP APIs.
 
 Most devices are refurbished and delivered to two schools, several are recycled with
 certificates, one has no serial, one is returned at end of life and recycled; at the end every
@@ -447,7 +447,7 @@ def test_9_the_donor_sees_every_device_final_state_with_its_history(donation: Do
     recycled = {*ids[GOOD_LAPTOPS + GOOD_DESKTOPS :], ids[5]}
 
     def custody_settled():
-        view = donation.ok("intake", DONOR, "GET", "/devices")
+        view = donation.ok("custody", DONOR, "GET", "/devices")
         stages = {d["device_id"]: d["stage"] for d in view}
         expected = {i: ("recycled" if i in recycled else "delivered") for i in ids}
         return view if stages == expected else None
@@ -485,8 +485,8 @@ def test_9_the_donor_sees_every_device_final_state_with_its_history(donation: Do
         "device.recycled",
     ]
 
-    assert donation.ok("intake", OTHER_DONOR, "GET", "/devices") == []
-    assert donation.call("intake", OTHER_DONOR, "GET", f"/devices/{ids[0]}").status_code == 404
+    assert donation.ok("custody", OTHER_DONOR, "GET", "/devices") == []
+    assert donation.call("custody", OTHER_DONOR, "GET", f"/devices/{ids[0]}").status_code == 404
 
 
 def test_10_allocation_and_recycling_agree_on_final_states(donation: Donation):
@@ -517,11 +517,11 @@ def test_10b_a_school_reports_whom_a_delivered_device_serves(donation: Donation)
     assert donation.ok("allocation", school, "POST", path, json=usage)["state"] == "delivered"
 
     def reported():
-        view = donation.ok("intake", DONOR, "GET", f"/devices/{device_id}")
+        view = donation.ok("custody", DONOR, "GET", f"/devices/{device_id}")
         usage_entries = [h for h in view["history"] if h["event_type"] == "device.usage_reported"]
         return (view, usage_entries) if usage_entries else None
 
-    view, entries = wait_until(reported, what="intake to record the usage report")
+    view, entries = wait_until(reported, what="custody to record the usage report")
     assert view["stage"] == "delivered"
     assert entries[0]["details"] == {"recipient_id": school, "students": 24, "classrooms": 1}
 
@@ -547,7 +547,7 @@ def test_10c_the_donor_downloads_an_erasure_certificate_that_the_topics_confirm(
     device = donation.devices[1]
     device_id = device["device_id"]
     path = f"/devices/{device_id}/certificates/erasure"
-    certificate = donation.ok("intake", DONOR, "GET", path)
+    certificate = donation.ok("custody", DONOR, "GET", path)
     issued = donation.ok(
         "diagnostics", STAFF, "GET", f"/certificates/{certificate['certificate_id']}"
     )
@@ -555,7 +555,7 @@ def test_10c_the_donor_downloads_an_erasure_certificate_that_the_topics_confirm(
         e["drive_serial"] for e in certificate["erasures"]
     ]
     assert certificate["device"]["serial_number"] == "SN-0001"
-    pdf = donation.call("intake", DONOR, "GET", path, params={"format": "pdf"})
+    pdf = donation.call("custody", DONOR, "GET", path, params={"format": "pdf"})
     assert pdf.status_code == 200
     assert pdf.headers["content-type"] == "application/pdf"
     text = _pdf_text(pdf.content)
@@ -578,12 +578,12 @@ def test_10c_the_donor_downloads_an_erasure_certificate_that_the_topics_confirm(
         f"/verify/{device_id}",
     ):
         assert expected in text, expected
-    again = donation.call("intake", DONOR, "GET", path, params={"format": "pdf"})
+    again = donation.call("custody", DONOR, "GET", path, params={"format": "pdf"})
     assert again.content == pdf.content
-    assert donation.call("intake", OTHER_DONOR, "GET", path).status_code == 404
+    assert donation.call("custody", OTHER_DONOR, "GET", path).status_code == 404
 
     public = httpx.get(
-        donation.urls["intake"] + f"/verify/{device_id}", params={"digest": digest}, timeout=30
+        donation.urls["custody"] + f"/verify/{device_id}", params={"digest": digest}, timeout=30
     )
     assert public.status_code == 200
     assert "matches this device" in public.text
@@ -603,10 +603,10 @@ def test_10d_the_returned_device_has_a_recycling_certificate_naming_lot_and_recy
 ):
     device_id = donation.devices[5]["device_id"]
     path = f"/devices/{device_id}/certificates/recycling"
-    certificate = donation.ok("intake", DONOR, "GET", path)
+    certificate = donation.ok("custody", DONOR, "GET", path)
     lot = donation.ok("recycling", STAFF, "GET", f"/lots/{certificate['lot_id']}")
     assert certificate["bill_of_lading"] == lot["bill_of_lading"]
-    text = _pdf_text(donation.call("intake", DONOR, "GET", path, params={"format": "pdf"}).content)
+    text = _pdf_text(donation.call("custody", DONOR, "GET", path, params={"format": "pdf"}).content)
     for expected in (
         "Certificate of Recycling",
         certificate["certificate_id"],
@@ -625,7 +625,7 @@ def test_10d_the_returned_device_has_a_recycling_certificate_naming_lot_and_recy
     confirmed = _verify_with_the_topics(base_env, device_id, certificate["evidence"]["digest"])
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
     not_yet = donation.call(
-        "intake",
+        "custody",
         DONOR,
         "GET",
         f"/devices/{donation.devices[2]['device_id']}/certificates/recycling",
@@ -633,7 +633,7 @@ def test_10d_the_returned_device_has_a_recycling_certificate_naming_lot_and_recy
     assert not_yet.status_code == 404
 
 
-def test_11_the_invariants_checker_finds_nothing_wrong_in_the_four_stores(base_env):
+def test_11_the_invariants_checker_finds_nothing_wrong_in_the_five_stores(base_env):
     result = subprocess.run(
         [sys.executable, "-m", "tools.invariants"],
         env=base_env,

@@ -1,6 +1,7 @@
 """The scan station in headless Chromium, driven by the keyboard only, as a warehouse does with a
 USB barcode scanner (it types the code, then Enter). Nothing is ever clicked."""
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +54,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
     log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake"]) as started:
+    with running_cluster(base_env, log_dir, ["intake", "custody"]) as started:
         yield started
 
 
@@ -65,8 +66,10 @@ async def keys(namespace) -> dict[str, str]:
     }
 
 
-def call(cluster: Cluster, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    with httpx.Client(base_url=cluster.urls["intake"], timeout=60) as client:
+def call(
+    cluster: Cluster, key: str, method: str, path: str, service: str = "intake", **kw: Any
+) -> httpx.Response:
+    with httpx.Client(base_url=cluster.urls[service], timeout=60) as client:
         return client.request(method, path, headers={"X-API-Key": key}, **kw)
 
 
@@ -210,7 +213,17 @@ def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, 
     driver.execute_script("document.activeElement.blur()")
     wait_focus(driver, "scan-code")
 
-    devices = call(cluster, keys[STAFF], "GET", "/devices", params={"pickup_id": pickup_id}).json()
+    def in_custody() -> list[dict[str, Any]]:
+        listed = call(
+            cluster, keys[STAFF], "GET", "/devices", "custody", params={"pickup_id": pickup_id}
+        )
+        devices: list[dict[str, Any]] = listed.json()
+        return devices if len(devices) == 2 else []
+
+    deadline = time.monotonic() + 60
+    while not (devices := in_custody()):
+        assert time.monotonic() < deadline, "custody never listed the two scanned devices"
+        time.sleep(0.3)
     assert sorted(d["asset_tag"] for d in devices) == sorted(["ST-0001", generated])
     assert {d["history"][0]["details"]["location"] for d in devices} == {LOCATION}
 

@@ -1,4 +1,4 @@
-"""The README's walkthrough (docs/walkthrough.sh) runs green against the four services."""
+"""The README's walkthrough (docs/walkthrough.sh) runs green against the five services."""
 
 import shutil
 import subprocess
@@ -17,6 +17,7 @@ def test_the_readme_walkthrough_runs_from_pickup_to_recycling_certificates(clust
         "DIAG": cluster.urls["diagnostics"],
         "ALLOC": cluster.urls["allocation"],
         "RECYC": cluster.urls["recycling"],
+        "CUSTODY": cluster.urls["custody"],
     }
     result = subprocess.run(
         ["bash", str(project_root() / "docs" / "walkthrough.sh")],

@@ -57,7 +57,7 @@ async def test_a_key_is_printed_once_stored_only_as_its_hash_and_works_until_rev
 
     client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
     try:
-        for service in ("intake", "diagnostics", "allocation", "recycling"):
+        for service in ("intake", "diagnostics", "allocation", "recycling", "custody"):
             docs = await client[f"{namespace}greenit_{service}"].api_keys.find().to_list()
             assert [d["_id"] for d in docs] == [hashlib.sha256(key.encode()).hexdigest()]
             assert [(d["partner_id"], d["role"], d["revoked"]) for d in docs] == [
@@ -75,7 +75,7 @@ async def test_a_key_is_printed_once_stored_only_as_its_hash_and_works_until_rev
     assert key not in listing
 
     assert _cli(base_env, "revoke", "--partner", "acme") == (
-        "revoked 1 key(s) of acme in intake, diagnostics, allocation, recycling"
+        "revoked 1 key(s) of acme in intake, diagnostics, allocation, recycling, custody"
     )
     response = httpx.get(intake + "/pickups", headers={"X-API-Key": key})
     assert response.status_code == 401
@@ -126,7 +126,9 @@ async def test_sync_gives_every_service_the_keys_one_of_them_had(intake, base_en
         await client[f"{namespace}greenit_allocation"].api_keys.insert_one(old)
         assert httpx.get(intake + "/pickups", headers={"X-API-Key": key}).status_code == 401
 
-        assert "now known to intake, diagnostics, allocation, recycling" in _cli(base_env, "sync")
+        assert "now known to intake, diagnostics, allocation, recycling, custody" in _cli(
+            base_env, "sync"
+        )
 
         response = httpx.get(intake + "/pickups", headers={"X-API-Key": key})
         assert response.status_code == 403

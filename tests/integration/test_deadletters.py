@@ -1,29 +1,33 @@
-"""The dead-letter CLI against the intake service as a real process.
+"""The dead-letter CLI against the custody service as a real process.
 
-Intake refuses a device event for a device it never received (`Unprocessable`: the record is
-dead-lettered) and cannot scan a device in under a chosen id, so the cause fixed here is the one
-operations would meet: intake's record of the device was missing (restored from a backup, say).
-Once it is back, the dead letter is re-driven and takes effect exactly once.
+Custody dead-letters what it cannot read (malformed JSON here) and keeps a device event that comes
+before the device's `device.received` until it arrives, so an unknown device is no longer a dead
+letter. The dead letter re-driven here is the kind the release before custody left behind: intake's
+custody consumer refused an event for a device it had not received yet ("intake never received
+it"). After the upgrade operations re-drive such letters to their topic; custody applies the
+event exactly once, whether it had seen it already or not.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
-from services.intake import domain
-from services.intake import store as intake_store
 from shared.auth import Role
-from shared.events import DeviceCategory, DeviceDiagnosed
+from shared.codec import encode, headers_for
+from shared.events import DeviceDiagnosed, DeviceReceived
 from shared.examples import EXAMPLES
-from tests.conftest import BOOTSTRAP, MONGO_URL, settings_in
+from shared.kafka import DeadLetters, make_broker
+from shared.topics import DEAD_LETTER, topic_of
+from tests.conftest import BOOTSTRAP, settings_in
 from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
 from tools.cluster import project_root, running_cluster
 from tools.deadletters import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive, select
@@ -31,15 +35,16 @@ from tools.deadletters import REDRIVEN_FROM, DeadLetter, read_dead_letters, redr
 pytestmark = pytest.mark.integration
 
 DONOR, STAFF = "acme-consulate", "staff-lena"
-NOW = datetime.now(UTC)
 DEVICE = uuid4()
+PICKUP = uuid4()
+UNKNOWN_DEVICE = f"unprocessable: unknown device {DEVICE}: intake never received it"
 
 
 @pytest.fixture(scope="module")
-def intake_url(topics, base_env, namespace):
+def custody_url(topics, base_env, namespace):
     log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
-        yield cluster.urls["intake"]
+    with running_cluster(base_env, log_dir, ["custody"]) as cluster:
+        yield cluster.urls["custody"]
 
 
 @pytest.fixture(scope="module")
@@ -65,36 +70,27 @@ def cli(base_env):
     return run
 
 
-@pytest.fixture(scope="module")
-async def pickup_id(intake_url, keys) -> UUID:
-    body = {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 1},
-    }
-    async with httpx.AsyncClient(base_url=intake_url, timeout=30) as client:
-        response = await client.post("/pickups", json=body, headers={"X-API-Key": keys[DONOR]})
-    assert response.status_code == 201, response.text
-    return UUID(response.json()["pickup_id"])
-
-
-def diagnosed(pickup_id: UUID) -> DeviceDiagnosed:
+def diagnosed() -> DeviceDiagnosed:
     return EXAMPLES[DeviceDiagnosed].model_copy(
-        update={"event_id": uuid4(), "device_id": DEVICE, "correlation_id": pickup_id}
+        update={"event_id": uuid4(), "device_id": DEVICE, "correlation_id": PICKUP}
     )  # type: ignore[return-value]
 
 
-async def custody(intake_url: str, key: str) -> dict[str, Any] | None:
-    async with httpx.AsyncClient(base_url=intake_url, timeout=30) as client:
+def received() -> DeviceReceived:
+    return EXAMPLES[DeviceReceived].model_copy(
+        update={
+            "event_id": uuid4(),
+            "device_id": DEVICE,
+            "pickup_id": PICKUP,
+            "correlation_id": PICKUP,
+            "partner_id": DONOR,
+            "occurred_at": datetime(2020, 1, 1, tzinfo=UTC),
+        }
+    )  # type: ignore[return-value]
+
+
+async def custody(custody_url: str, key: str) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=custody_url, timeout=30) as client:
         response = await client.get(f"/devices/{DEVICE}", headers={"X-API-Key": key})
     if response.status_code == 404:
         return None
@@ -103,52 +99,52 @@ async def custody(intake_url: str, key: str) -> dict[str, Any] | None:
     return body
 
 
-async def restore_intake_record(namespace: str, pickup_id: UUID) -> None:
-    """Put back intake's record of DEVICE, as scanning it in would have written it."""
-    client: AsyncMongoClient[Any] = AsyncMongoClient(MONGO_URL, tz_aware=True)
+async def publish_with_old_intakes_dead_letter(namespace: str, event: DeviceDiagnosed) -> None:
+    """Publish `event` to its topic, and its dead letter as the release before custody wrote it
+    (intake's consumer group, the reason it gave), with the code that writes dead letters."""
+    topic = namespace + topic_of(event).name
+    headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+    key, value = str(event.subject_id).encode(), encode(event)
+    settings = settings_in(namespace, "intake")
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    await producer.start()
     try:
-        db = client[settings_in(namespace, "intake").database]
-        pickup = await intake_store.load_pickup(db, pickup_id)
-        assert pickup is not None
-        scan = domain.Scan(
-            category=DeviceCategory.LAPTOP,
-            make="HP",
-            model="EliteBook 840 G5",
-            weight_kg=1.5,
-            location="Warehouse Brussels",
-            asset_tag="ACME-DLQ-1",
-            serial_number="SN-DLQ-1",
+        sent = await producer.send_and_wait(topic, value, key=key, headers=headers)
+        record = ConsumerRecord(
+            topic, sent.partition, sent.offset, 0, 0, key, value, None, len(key), len(value),
+            headers,
+        )  # fmt: skip
+        dead_letters = DeadLetters(make_broker(settings), settings)
+        dl_key, dl_value, dl_headers = dead_letters.whole_form(
+            record, settings.group_id, UNKNOWN_DEVICE
         )
-        device, _ = domain.receive_device(
-            pickup,
-            scan,
-            device_id=DEVICE,
-            asset_tag="ACME-DLQ-1",
-            asset_tag_generated=False,
-            scanned_by=STAFF,
-            now=datetime.now(UTC),
-            event_id=uuid4(),
+        await producer.send_and_wait(
+            settings.topic(DEAD_LETTER.name),
+            dl_value,
+            key=dl_key,
+            headers=[(k, v.encode()) for k, v in dl_headers.items()],
         )
-        await db.devices.insert_one(intake_store.device_doc(device))
     finally:
-        await client.close()
+        await producer.stop()
 
 
 async def test_a_dead_letter_is_listed_redriven_after_the_fix_and_applied_once(
-    namespace, intake_url, keys, pickup_id, cli
+    namespace, custody_url, keys, cli
 ):
-    event = diagnosed(pickup_id)
-    await publish(namespace, event)
+    event = diagnosed()
+    await publish_with_old_intakes_dead_letter(namespace, event)
     await publish_raw(namespace, "device.dismantled", b'{"event_type": "device.dism', key=b"x")
 
     letters: list[DeadLetter] = await eventually(lambda: _at_least(namespace, 2), within_s=30)
     by_source = {d.source_topic.removeprefix(namespace): d for d in letters}
     assert set(by_source) == {"device.diagnosed", "device.dismantled"}
     unknown = by_source["device.diagnosed"]
-    assert unknown.reason == f"unprocessable: unknown device {DEVICE}: intake never received it"
+    assert unknown.reason == UNKNOWN_DEVICE
     assert unknown.header("dlq_consumer_group") == namespace + "intake"
     assert unknown.header("event_id") == str(event.event_id)
-    assert by_source["device.dismantled"].reason.startswith("malformed JSON")
+    malformed = by_source["device.dismantled"]
+    assert malformed.reason.startswith("malformed JSON")
+    assert malformed.header("dlq_consumer_group") == namespace + "custody"
 
     listing = cli("list")
     assert listing.returncode == 0, listing.stderr
@@ -159,39 +155,38 @@ async def test_a_dead_letter_is_listed_redriven_after_the_fix_and_applied_once(
     assert f"group={namespace}intake" in line
     assert "unknown device" in line
     assert f"payload='{event.model_dump_json()[:200]}'" in line
-    assert any("malformed JSON" in x and "device.dismantled" in x for x in lines)
+    assert any(
+        "malformed JSON" in x and "device.dismantled" in x and f"group={namespace}custody" in x
+        for x in lines
+    )
     assert len(cli("list", "--limit", "1").stdout.splitlines()) == 2
-    assert await custody(intake_url, keys[STAFF]) is None
+    # custody keeps the diagnosis until the device's reception is known: not shown yet
+    assert await custody(custody_url, keys[STAFF]) is None
 
-    await restore_intake_record(namespace, pickup_id)
+    await publish(namespace, received())
+
+    async def diagnosis_shown() -> dict[str, Any] | None:
+        view = await custody(custody_url, keys[STAFF])
+        return view if view and view["stage"] == "diagnosed" else None
+
+    await eventually(diagnosis_shown, within_s=30)
     redriven = cli("redrive", "--offset", f"{unknown.partition}:{unknown.offset}")
     assert redriven.returncode == 0, redriven.stderr
     assert redriven.stdout.splitlines()[-1] == "re-drove 1 dead letter(s)"
-
-    async def diagnosis_applied() -> dict[str, Any] | None:
-        view = await custody(intake_url, keys[STAFF])
-        return view if view and view["stage"] == "diagnosed" else None
-
-    view = await eventually(diagnosis_applied, within_s=30)
-    history = {h["event_id"]: h["event_type"] for h in view["history"]}
-    assert len(view["history"]) == 2
-    assert history[str(event.event_id)] == "device.diagnosed"
-    assert sorted(history.values()) == ["device.diagnosed", "device.received"]
-
-    # A second re-drive is harmless: the custody view already holds that event id.
+    # A second re-drive is harmless too; a marker after both shows they were consumed.
     assert await redrive(BOOTSTRAP, [unknown]) == 1
-    marker = diagnosed(pickup_id)
+    marker = diagnosed()
     await publish(namespace, marker)
 
     async def marker_applied() -> dict[str, Any] | None:
-        view = await custody(intake_url, keys[STAFF])
+        view = await custody(custody_url, keys[STAFF])
         ids = [h["event_id"] for h in view["history"]] if view else []
         return view if str(marker.event_id) in ids else None
 
     view = await eventually(marker_applied, within_s=30)
-    ids = [h["event_id"] for h in view["history"]]
-    assert ids.count(str(event.event_id)) == 1
-    assert len(ids) == 3
+    history = [(h["event_id"], h["event_type"]) for h in view["history"]]
+    assert [i for i, _ in history].count(str(event.event_id)) == 1
+    assert sorted(t for _, t in history) == ["device.diagnosed"] * 2 + ["device.received"]
     assert len(await read_dead_letters(BOOTSTRAP, namespace)) == 2, "nothing failed again"
 
 

@@ -1,4 +1,5 @@
-"""The donor impact report from a real intake process: devices scanned over HTTP, their
+"""The donor impact report from a real custody process (fed by intake): devices scanned over
+HTTP, their
 lifecycle events published on the real Kafka topics, the report fetched as PDF, HTML and JSON."""
 
 import io
@@ -38,13 +39,13 @@ AURORA_WORDS = ("Aurora Labs", "AuroraBook", "Rosa Parks", "Harbour", "Umicore",
 
 
 @pytest.fixture(scope="module")
-def intake_url(topics, base_env, namespace, tmp_path_factory):
+def urls(topics, base_env, namespace, tmp_path_factory):
     factors = tmp_path_factory.mktemp("impact") / "factors.yaml"
     factors.write_text(FACTORS)
-    env = base_env | {"GREENIT_INTAKE_IMPACT_FACTORS": str(factors)}
+    env = base_env | {"GREENIT_CUSTODY_IMPACT_FACTORS": str(factors)}
     log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(env, log_dir, ["intake"]) as cluster:
-        yield cluster.urls["intake"]
+    with running_cluster(env, log_dir, ["intake", "custody"]) as cluster:
+        yield cluster.urls
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +59,14 @@ async def keys(namespace) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def http(intake_url, keys):
-    async with httpx.AsyncClient(base_url=intake_url, timeout=60) as client:
+async def http(urls, keys):
+    """Pickups and scans go to intake; the views they feed are custody's."""
+    async with httpx.AsyncClient(timeout=60) as client:
 
         async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
             headers = {"X-API-Key": keys[who]} if who else {}
-            return await client.request(method, path, headers=headers, **kw)
+            service = "intake" if path.startswith("/pickups") else "custody"
+            return await client.request(method, urls[service] + path, headers=headers, **kw)
 
         yield call
 

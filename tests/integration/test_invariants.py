@@ -196,7 +196,7 @@ async def world(namespace: str) -> AsyncIterator[World]:
     await w.db("recycling").lots.insert_one(
         {"_id": w.lot, "status": "dispatched", "device_ids": [w.recycled, w.returned]}
     )
-    await w.db("intake").devices.insert_many(
+    await w.db("custody").devices.insert_many(
         [
             _custody(w.delivered, "delivered", ec[w.delivered], None),
             _custody(w.recycled, "recycled", ec[w.recycled], rc[w.recycled]),
@@ -213,7 +213,7 @@ async def world(namespace: str) -> AsyncIterator[World]:
     try:
         yield w
     finally:
-        for service in ("intake", "diagnostics", "allocation", "recycling"):
+        for service in ("intake", "diagnostics", "allocation", "recycling", "custody"):
             await client.drop_database(database_name(w.namespace, service))
         await client.close()
 
@@ -228,7 +228,7 @@ async def test_a_consistent_world_has_no_violations(world: World):
     assert report.violations == []
     assert report.counts["allocation.stock"] == 2
     assert report.counts["recycling.devices"] == 2
-    assert report.counts["intake.devices"] == 3
+    assert report.counts["custody.devices"] == 3
     assert report.counts["outbox entries"] == 1
 
 
@@ -272,7 +272,7 @@ async def test_a_recycled_device_without_an_erasure_certificate_is_found(world: 
     await world.db("diagnostics").certificates.delete_one(
         {"_id": world.erasure_certificates[world.recycled]}
     )
-    await world.set("intake", "devices", world.recycled, erasure_certificate_id=None)
+    await world.set("custody", "devices", world.recycled, erasure_certificate_id=None)
 
     report = await world.check()
 
@@ -392,7 +392,7 @@ async def test_a_recycling_certificate_whose_lot_does_not_list_the_device_is_fou
 
 async def test_a_recycling_certificate_of_a_device_not_recycled_is_found(world: World):
     await world.set("recycling", "devices", world.recycled, state="dismantled")
-    await world.set("intake", "devices", world.recycled, stage="dismantled")
+    await world.set("custody", "devices", world.recycled, stage="dismantled")
 
     report = await world.check()
 
@@ -431,8 +431,8 @@ async def test_a_device_awaiting_recycling_and_in_stock_is_found(world: World):
 
 
 async def test_a_custody_certificate_the_issuer_lacks_is_found(world: World):
-    await world.set("intake", "devices", world.delivered, erasure_certificate_id=_id())
-    await world.set("intake", "devices", world.returned, recycling_certificate_id=_id())
+    await world.set("custody", "devices", world.delivered, erasure_certificate_id=_id())
+    await world.set("custody", "devices", world.returned, recycling_certificate_id=_id())
 
     report = await world.check()
 
@@ -443,8 +443,8 @@ async def test_a_custody_certificate_the_issuer_lacks_is_found(world: World):
 
 
 async def test_a_custody_stage_that_disagrees_with_the_final_state_is_found(world: World):
-    await world.set("intake", "devices", world.recycled, stage="dismantled")
-    await world.set("intake", "devices", world.delivered, stage="lost")
+    await world.set("custody", "devices", world.recycled, stage="dismantled")
+    await world.set("custody", "devices", world.delivered, stage="lost")
 
     report = await world.check()
 
@@ -453,7 +453,7 @@ async def test_a_custody_stage_that_disagrees_with_the_final_state_is_found(worl
 
 
 async def test_a_fresh_recycling_not_yet_in_custody_is_tolerated(world: World):
-    await world.set("intake", "devices", world.recycled, stage="dismantled")
+    await world.set("custody", "devices", world.recycled, stage="dismantled")
     fresh = {"certificate.issued_at": datetime.now(UTC)}
     await world.db("recycling").devices.update_one({"_id": world.recycled}, {"$set": fresh})
 
@@ -520,7 +520,7 @@ async def test_a_device_its_request_lists_as_pending_is_no_violation(world: Worl
 
 
 async def test_the_cli_prints_each_violation_and_exits_with_1(world: World):
-    await world.set("intake", "devices", world.delivered, erasure_certificate_id=_id())
+    await world.set("custody", "devices", world.delivered, erasure_certificate_id=_id())
     env = os.environ | {"GREENIT_MONGO_URL": MONGO_URL}
 
     run = subprocess.run(
@@ -535,7 +535,8 @@ async def test_the_cli_prints_each_violation_and_exits_with_1(world: World):
     assert run.returncode == 1, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith(f"{DANGLING_CERTIFICATE}: {world.delivered}: ")
-    assert lines[-1].startswith("checked intake.pickups=1, intake.devices=3")
+    assert lines[-1].startswith("checked intake.pickups=1, intake.devices=0")
+    assert "custody.devices=3" in lines[-1]
     assert lines[-1].endswith("; 1 violation(s)")
 
 

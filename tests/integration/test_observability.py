@@ -1,5 +1,5 @@
-"""Metrics, traces and logs of intake and diagnostics as real processes: one device scanned in,
-reported on and wiped; its records, spans, metrics and log lines checked."""
+"""Metrics, traces and logs of intake, diagnostics and custody as real processes: one device
+scanned in, reported on and wiped; its records, spans, metrics and log lines checked."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ ERASURE = {
 def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
     env = base_env | {"GREENIT_OTEL_EXPORTER": "console", "GREENIT_LOG_FORMAT": "json"}
     log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(env, log_dir, ["intake", "diagnostics"]) as c:
+    with running_cluster(env, log_dir, ["intake", "diagnostics", "custody"]) as c:
         yield c
 
 
@@ -182,7 +182,10 @@ def _lines(cluster: Cluster, service: str) -> list[dict[str, Any]]:
     return parsed
 
 
-def _spans(cluster: Cluster, service: str) -> dict[str, dict[str, Any]]:
+Spans = dict[str, dict[str, Any]]
+
+
+def _spans(cluster: Cluster, service: str) -> Spans:
     """Spans the console exporter wrote, by span id (hex, no 0x)."""
     spans = [s for s in _lines(cluster, service) if "context" in s and "kind" in s]
     return {s["context"]["span_id"].removeprefix("0x"): s for s in spans}
@@ -237,16 +240,17 @@ async def test_consumers_continue_the_trace_and_events_have_their_cause_as_paren
     _, received_publish = _traceparent(_record(journey, "device.received"))
     _, diagnosed_publish = _traceparent(_record(journey, "device.diagnosed"))
 
-    async def exported() -> tuple[dict[str, Any], dict[str, Any]] | None:
+    async def exported() -> tuple[Spans, Spans, Spans] | None:
         intake, diagnostics = _spans(cluster, "intake"), _spans(cluster, "diagnostics")
+        custody = _spans(cluster, "custody")
         ready = received_publish in intake and diagnosed_publish in diagnostics
-        # intake consumes device.diagnosed at its own pace
-        consumed = any(_parent(s) == diagnosed_publish for s in intake.values())
-        return (intake, diagnostics) if ready and consumed else None
+        # custody consumes device.diagnosed at its own pace
+        consumed = any(_parent(s) == diagnosed_publish for s in custody.values())
+        return (intake, diagnostics, custody) if ready and consumed else None
 
     found = await eventually(exported)
     assert found is not None
-    intake, diagnostics = found
+    intake, diagnostics, custody = found
 
     # intake: the scan request is about the pickup; the stored event starts the device's trace
     # linked to it, and the publish span is that span's child
@@ -278,11 +282,13 @@ async def test_consumers_continue_the_trace_and_events_have_their_cause_as_paren
     assert chain[-1]["kind"] == "SpanKind.SERVER"
     assert {_trace(s) for s in chain} == {device_hex}
 
-    # intake consumed device.diagnosed as a child of diagnostics' publish span
-    assert any(
-        _parent(s) == diagnosed_publish and s["kind"] == "SpanKind.CONSUMER"
-        for s in intake.values()
-    )
+    # custody consumed device.received and device.diagnosed as children of their publish spans;
+    # intake, a pure producer, consumed nothing
+    for cause in (received_publish, diagnosed_publish):
+        assert any(
+            _parent(s) == cause and s["kind"] == "SpanKind.CONSUMER" for s in custody.values()
+        )
+    assert [s for s in intake.values() if s["kind"] == "SpanKind.CONSUMER"] == []
 
 
 async def test_metrics_count_the_kafka_messages_and_each_stored_event_once(
@@ -307,10 +313,11 @@ async def test_metrics_count_the_kafka_messages_and_each_stored_event_once(
         >= 1
     )
 
-    async def intake_consumed_all_four() -> bool:  # its own + diagnostics' three, maybe not yet
-        return _metric(await _metrics(cluster, "intake"), "faststream_received_messages_total") >= 4
+    async def custody_consumed_all_four() -> bool:  # intake's one + diagnostics' three
+        consumed = await _metrics(cluster, "custody")
+        return _metric(consumed, "faststream_received_messages_total") >= 4
 
-    assert await eventually(intake_consumed_all_four)
+    assert await eventually(custody_consumed_all_four)
     assert (
         _metric(
             diagnostics, "faststream_received_messages_total", handler=f"{namespace}device.received"
@@ -356,11 +363,11 @@ async def test_every_log_line_is_json_and_lines_about_the_device_carry_its_ids(j
             <= {
                 line["logger"] for line in _logs(cluster, service) if line.get("event_id") in events
             }
-            for service in ("intake", "diagnostics")
+            for service in ("custody", "diagnostics")
         )
 
     await eventually(handled_everywhere)
-    for service in ("intake", "diagnostics"):
+    for service in ("custody", "diagnostics"):
         logs = _logs(cluster, service)
         for line in logs:
             assert {"timestamp", "level", "service", "message", "logger"} <= line.keys(), line

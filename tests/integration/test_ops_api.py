@@ -1,4 +1,5 @@
-"""Intake's operations endpoints on a real process: devices per stage, stuck ones, search."""
+"""Custody's operations endpoints on a real process (fed by intake's scans): devices per stage,
+stuck ones, search."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -29,10 +30,10 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
-def intake_url(topics, base_env, namespace):
+def urls(topics, base_env, namespace):
     log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
-        yield cluster.urls["intake"]
+    with running_cluster(base_env, log_dir, ["intake", "custody"]) as cluster:
+        yield cluster.urls
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,14 @@ async def keys(namespace) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def http(intake_url, keys):
-    async with httpx.AsyncClient(base_url=intake_url, timeout=60) as client:
+async def http(urls, keys):
+    """Pickups and scans go to intake; the views they feed are custody's."""
+    async with httpx.AsyncClient(timeout=60) as client:
 
         async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
             headers = {"X-API-Key": keys[who]} if who else {}
-            return await client.request(method, path, headers=headers, **kw)
+            service = "intake" if path.startswith("/pickups") else "custody"
+            return await client.request(method, urls[service] + path, headers=headers, **kw)
 
         yield call
 

@@ -1,7 +1,7 @@
 """Who may call what: every route of every service's `/openapi.json`, called with each role's key,
 no key and a wrong key, answers as the README's table "Who may call what" says; every key is
 known to every service (403, not 401, for a role that may not use it), revocation reaches all
-four at once, and wrong keys from one address are slowed down to 429 without slowing valid keys.
+five at once, and wrong keys from one address are slowed down to 429 without slowing valid keys.
 """
 
 from __future__ import annotations
@@ -122,10 +122,12 @@ def test_every_route_answers_every_caller_as_the_readme_says(urls, keys):
         ("recipient", "intake"),
         ("recipient", "diagnostics"),
         ("recipient", "recycling"),
+        ("recipient", "custody"),
     ],
 )
 def test_a_valid_key_on_a_service_its_role_may_not_use_is_403_saying_so(urls, keys, role, service):
-    response = httpx.get(urls[service] + "/devices", headers={"X-API-Key": keys[role]})
+    # /refusals: a route every service has (intake's GET /devices only redirects now, keyless)
+    response = httpx.get(urls[service] + "/refusals", headers={"X-API-Key": keys[role]})
 
     assert response.status_code == 403
     assert response.json()["detail"] == f"this role may not use {service}: {role}"
@@ -160,7 +162,7 @@ def test_a_revocation_reaches_every_service_when_the_cli_returns(urls, base_env)
         assert response.status_code == 200, service
 
     assert cli("revoke", "--partner", "staff-leaving") == (
-        "revoked 1 key(s) of staff-leaving in intake, diagnostics, allocation, recycling"
+        "revoked 1 key(s) of staff-leaving in intake, diagnostics, allocation, recycling, custody"
     )
 
     for service in SERVICES:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from shared.acl import PUBLISHES, Grant, grants
+from shared.acl import CONSUMES, PUBLISHES, Grant, grants
 from shared.credentials import OPS, SERVICES
 from shared.topics import ALL_TOPICS, DEAD_LETTER
 
@@ -59,7 +59,8 @@ def test_grants_match_what_the_service_does(service: str) -> None:
     seen = _probe(service)
     assert set(seen["publishes"]) == _allowed(service, "WRITE"), "WRITE = exactly what it publishes"
     assert set(seen["consumes"]) == _allowed(service, "READ"), "READ = exactly what it consumes"
-    assert set(seen["groups"]) == _allowed(service, "READ", "group") == {NS + service}
+    own_group = {NS + service} if CONSUMES[service] else set()  # intake consumes nothing
+    assert set(seen["groups"]) == _allowed(service, "READ", "group") == own_group
 
 
 def test_every_event_has_exactly_one_owner() -> None:
@@ -69,7 +70,9 @@ def test_every_event_has_exactly_one_owner() -> None:
             owners.setdefault(topic, []).append(service)
     shared_topics = {NS + "transition.refused", NS + DEAD_LETTER.name}
     for topic, who in owners.items():
-        if topic in shared_topics:
+        if topic == NS + DEAD_LETTER.name:  # every consumer
+            assert sorted(who) == sorted(s for s in SERVICES if CONSUMES[s])
+        elif topic in shared_topics:
             assert sorted(who) == sorted(SERVICES)
         else:
             assert len(who) == 1, f"{topic} written by {who}"
@@ -89,7 +92,9 @@ def test_console_only_describes_and_reads_dead_letters() -> None:
     ops = [g for g in grants(NS) if g.principal == OPS]
     assert {g.operation for g in ops if g.operation != "DESCRIBE"} == {"READ"}
     assert {g.name for g in ops if g.operation == "READ"} == {NS + DEAD_LETTER.name}
-    assert {g.name for g in ops if g.resource == "group"} == {NS + s for s in SERVICES}
+    assert {g.name for g in ops if g.resource == "group"} == {
+        NS + s for s in SERVICES if CONSUMES[s]
+    }
 
 
 def test_grants_name_the_namespace_exactly() -> None:

@@ -8,9 +8,9 @@ from uuid import UUID, uuid4
 import pytest
 from pypdf import PdfReader
 
-from services.intake import domain
-from services.intake.certificate_pdf import render
-from services.intake.certificates import (
+from services.custody import domain
+from services.custody.certificate_pdf import render
+from services.custody.certificates import (
     Kind,
     NotIssued,
     Unverifiable,
@@ -18,7 +18,7 @@ from services.intake.certificates import (
     public_view,
     recycling_certificate,
 )
-from services.intake.store import custody_fields
+from services.custody.store import custody_fields
 from shared.events import (
     DeviceCategory,
     DeviceDismantled,

@@ -10,10 +10,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 services = compose["services"]
-APP_SERVICES = {"intake": 8001, "diagnostics": 8002, "allocation": 8003, "recycling": 8004}
+APP_SERVICES = {
+    "intake": 8001,
+    "diagnostics": 8002,
+    "allocation": 8003,
+    "recycling": 8004,
+    "custody": 8006,
+}
 
 
-def test_it_runs_kafka_mongo_the_four_services_and_kafka_ui():
+def test_it_runs_kafka_mongo_the_five_services_and_kafka_ui():
     assert set(services) >= {"kafka", "mongo", "kafka-ui", *APP_SERVICES}
 
 

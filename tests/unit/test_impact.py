@@ -10,8 +10,8 @@ import pypdf
 import pytest
 from pydantic import ValidationError
 
-from services.intake import impact, impact_render
-from services.intake.impact import (
+from services.custody import impact, impact_render
+from services.custody.impact import (
     BUILT_IN_FACTORS,
     Co2eFactor,
     FactorsError,

@@ -8,15 +8,15 @@ from uuid import uuid4
 import pytest
 from rich.console import Console
 
-from services.intake.ops_api import (
+from services.custody.ops import (
     DEFAULT_STUCK_AFTER_S,
-    STAGES,
     BadThresholds,
-    literal_pattern,
     since_in_stage,
     stuck_thresholds,
     summarize,
 )
+from services.custody.store import literal_pattern
+from shared.stages import STAGES
 from tools.ops import (
     DeadLetterCount,
     GroupLag,

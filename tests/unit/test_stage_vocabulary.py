@@ -1,6 +1,6 @@
-"""One story of a device's stages: allocation's domain decides which states a device can
-still leave; intake's terminal stages, the ops defaults, allocation's OpenAPI and the README
-say the same."""
+"""One story of a device's stages: `shared.stages` defines them once; allocation's domain decides
+which states a device can still leave; the vocabulary's terminal stages, the ops defaults,
+allocation's OpenAPI and the README say the same."""
 
 import json
 import re
@@ -11,16 +11,15 @@ import pytest
 
 from services.allocation import domain
 from services.allocation.domain import DeviceState
-from services.intake.domain import TERMINAL_STAGES
-from services.intake.ops_api import (
+from services.custody.ops import (
     DEFAULT_STUCK_AFTER_S,
-    STAGES,
     BadThresholds,
     defaults_text,
     stuck_thresholds,
 )
 from shared.domain import IllegalTransition
-from shared.events import DeviceCategory, Grade, HardwareSpecs
+from shared.events import ALL_EVENTS, DeviceCategory, DeviceEvent, Grade, HardwareSpecs
+from shared.stages import RANK, STAGE_OF_EVENT, STAGES, TERMINAL_STAGES, stage_of_entry
 from tools.cluster import project_root
 
 NOW = datetime(2030, 3, 1, tzinfo=UTC)
@@ -145,3 +144,20 @@ def test_the_readmes_ops_screen_shows_never_only_for_stages_without_a_default():
 
 def test_a_device_at_its_recipient_is_known_to_both_services_by_the_same_names():
     assert {s.value for s in AT_RECIPIENT} <= set(STAGES)
+
+
+def test_every_device_event_moves_a_device_to_a_known_stage():
+    device_events = {cls for cls in ALL_EVENTS if issubclass(cls, DeviceEvent)}
+    assert set(STAGE_OF_EVENT) == device_events
+    assert {s for s in STAGE_OF_EVENT.values() if s is not None} <= set(STAGES)
+
+
+def test_stages_are_ranked_in_lifecycle_order_and_the_ops_defaults_name_each_once():
+    assert [RANK[s] for s in STAGES] == sorted(RANK[s] for s in STAGES)
+    assert list(DEFAULT_STUCK_AFTER_S) == list(STAGES)
+
+
+def test_a_report_moves_a_device_to_its_condition():
+    assert stage_of_entry("device.reported", {"condition": "lost"}) == "lost"
+    assert stage_of_entry("device.usage_reported", {}) == "delivered"
+    assert stage_of_entry("device.unheard_of", {}) is None

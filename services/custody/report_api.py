@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BeforeValidator, ValidationError
 
-from services.intake import impact, impact_render, store
-from services.intake.settings import Settings
+from services.custody import impact, impact_render, store
+from services.custody.settings import Settings
 from shared.auth import Principal, Role
 from shared.http_security import csp_nonce
 from shared.mongo import Database, Document

@@ -1,6 +1,6 @@
 """The donor impact report: what became of one donor's devices in one period, and what it avoided.
 
-Pure computation over intake's own device documents (the custody view): no I/O except reading
+Pure computation over custody's device documents: no I/O except reading
 a factors file. Only events that occurred before the period's end count, so a report for a
 past period is the same whenever it is asked for; every list is sorted and every sum is exact
 (`math.fsum`), so the same documents in any order give the same report.
@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.intake.domain import STAGE_RANK, stage_of_entry
 from shared.events import DeviceCategory
+from shared.stages import RANK, stage_of_entry
 
 MAX_SPAN_DAYS = 3653
 """Ten years: the longest period a report covers."""
@@ -398,7 +398,7 @@ class _Device:
     def stage(self) -> str:
         """The furthest stage reached, by the custody view's own ranking."""
         stages = [_stage_of(e) for e in self.events]
-        return max((s for s in stages if s), key=STAGE_RANK.__getitem__, default="received")
+        return max((s for s in stages if s), key=RANK.__getitem__, default="received")
 
 
 def _stage_of(event: _Event) -> str | None:
@@ -592,7 +592,7 @@ def _stages(devices: list[_Device]) -> list[StageCount]:
     counts = Counter(d.stage for d in devices)
     return [
         StageCount(stage=stage, devices=counts[stage])
-        for stage in sorted(counts, key=lambda s: (STAGE_RANK.get(s, 0), s))
+        for stage in sorted(counts, key=lambda s: (RANK.get(s, 0), s))
     ]
 
 

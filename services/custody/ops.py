@@ -1,25 +1,17 @@
-"""What operations staff watch in intake's custody view: devices per stage, the oldest and the
-stuck ones, and a device's timeline found by its serial number or asset tag."""
+"""What operations staff watch in the custody view, decided without I/O: devices per stage, the
+oldest and the stuck ones, and the thresholds past which a device counts as stuck."""
 
 import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, get_args
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from services.intake import store
-from services.intake.api import DeviceView, device_view
-from services.intake.domain import TERMINAL_STAGES, Stage, stage_of_entry
-from shared.auth import Principal, Role
-from shared.mongo import Database, Document
-from shared.service import Runtime
-
-STAGES: tuple[str, ...] = get_args(Stage)
+from services.custody.api import DeviceView
+from shared.stages import STAGES, TERMINAL_STAGES, stage_of_entry
 
 _DAY = 86_400.0
 DEFAULT_STUCK_AFTER_S: dict[str, float | None] = {
@@ -89,9 +81,6 @@ class StagesView(BaseModel):
 class DeviceSearch(BaseModel):
     query: str
     devices: list[DeviceView]
-
-
-# ---- pure decisions ---------------------------------------------------------------------------
 
 
 class BadThresholds(ValueError):
@@ -195,106 +184,3 @@ def summarize(
             )
         )
     return StagesView(generated_at=now, total=sum(s.count for s in stats), stages=stats)
-
-
-def literal_pattern(text: str) -> str:
-    """A regular expression matching exactly `text` (escaping only what is special in both
-    Go's and PCRE's syntax, which differ on escaped ordinary characters)."""
-    special = set("\\.^$|?*+()[]{}")
-    return "^" + "".join("\\" + c if c in special else c for c in text) + "$"
-
-
-# ---- store ------------------------------------------------------------------------------------
-
-
-async def stage_rows(db: Database) -> list[Document]:
-    """One query over every device, only the fields the stage table needs."""
-    return await store.find_summaries(db, {})
-
-
-async def find_by_tag_or_serial(db: Database, query: str) -> list[Document]:
-    """Exact asset tag, or serial number ignoring case (scanners and labels disagree on case)."""
-    serial = {"$regex": literal_pattern(query), "$options": "i"}
-    matches = db.device_summaries.find(
-        {"$or": [{"asset_tag": query}, {"serial_number": serial}]}, {"_id": 1}
-    )
-    ids = [m["_id"] async for m in matches]
-    found = [await db.devices.find_one({"_id": i}, {"outbox": 0, "applied": 0}) for i in ids]
-    return sorted((d for d in found if d is not None), key=lambda d: d["received_at"])
-
-
-# ---- HTTP -------------------------------------------------------------------------------------
-
-
-def _invalid(name: str, value: Any, message: str) -> RequestValidationError:
-    """A 422 shaped like FastAPI's own, so the answer matches the OpenAPI schema."""
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
-    )
-
-
-class Operator(BaseModel):
-    partner_id: str
-    name: str
-    role: Role
-
-
-def router(runtime: Runtime) -> APIRouter:
-    api = APIRouter()
-    operations = Depends(runtime.require(Role.OPERATIONS, Role.STAFF))
-
-    @api.get(
-        "/ops/me",
-        tags=["operations"],
-        summary="Whose operations or staff key this is (the operations page's sign-in check)",
-    )
-    async def who_am_i(principal: Annotated[Principal, operations]) -> Operator:
-        return Operator(partner_id=principal.partner_id, name=principal.name, role=principal.role)
-
-    @api.get(
-        "/ops/stages",
-        tags=["operations"],
-        summary="Devices per stage, the oldest in each, and those stuck longer than a threshold",
-    )
-    async def stages(
-        principal: Annotated[Principal, operations],
-        stuck_after: Annotated[
-            str | None,
-            Query(
-                max_length=2000,
-                description='Seconds for every stage, or JSON per stage: {"received": 3600}. '
-                f"Defaults: {defaults_text()}. Terminal stages "
-                f"({', '.join(sorted(TERMINAL_STAGES))}) are never stuck.",
-            ),
-        ] = None,
-        limit: Annotated[int, Query(ge=0, le=100, description="Stuck devices listed")] = 10,
-    ) -> StagesView:
-        try:
-            thresholds = stuck_thresholds(stuck_after)
-        except BadThresholds as exc:
-            raise _invalid("stuck_after", stuck_after, str(exc)) from None
-        rows = await stage_rows(runtime.db)
-        return summarize(rows, now=datetime.now(UTC), thresholds=thresholds, limit=limit)
-
-    @api.get(
-        "/ops/devices",
-        tags=["operations"],
-        summary="Find a device by asset tag or serial number: its identity and timeline",
-        responses={404: {"description": "No device has that asset tag or serial number"}},
-    )
-    async def search(
-        principal: Annotated[Principal, operations],
-        q: Annotated[str, Query(min_length=1, max_length=128, description="Tag or serial")],
-    ) -> DeviceSearch:
-        query = q.strip()
-        if not query:
-            raise _invalid("q", q, "give an asset tag or a serial number")
-        docs = await find_by_tag_or_serial(runtime.db, query)
-        if not docs:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND,
-                f"no device has asset tag or serial number {query!r}",
-            )
-        return DeviceSearch(query=query, devices=[device_view(d) for d in docs])
-
-    return api

@@ -16,8 +16,8 @@ from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from services.intake.certificates import (
-    Certificate,
+from services.custody.certificates import (
+    DonorCertificate,
     ErasureCertificate,
     Evidence,
     RecyclingCertificate,
@@ -41,12 +41,12 @@ def verification_url(public_url: str, device_id: object) -> str:
     return f"{public_url.rstrip('/')}/verify/{device_id}"
 
 
-def render(certificate: Certificate, public_url: str) -> bytes:
+def render(certificate: DonorCertificate, public_url: str) -> bytes:
     url = verification_url(public_url, certificate.device.device_id)
     if isinstance(certificate, ErasureCertificate):
-        title, body = "Certificate of Data Sanitization", _erasure(certificate)
+        title, body = "DonorCertificate of Data Sanitization", _erasure(certificate)
     else:
-        title, body = "Certificate of Recycling", _recycling(certificate)
+        title, body = "DonorCertificate of Recycling", _recycling(certificate)
     out = BytesIO()
     doc = SimpleDocTemplate(
         out,
@@ -61,7 +61,7 @@ def render(certificate: Certificate, public_url: str) -> bytes:
     )
     story: list[Flowable] = [
         Paragraph(escape(title), _styles["Title"]),
-        Paragraph(f"Certificate {certificate.certificate_id}", _styles["Heading4"]),
+        Paragraph(f"DonorCertificate {certificate.certificate_id}", _styles["Heading4"]),
         *body,
         *_evidence(certificate.evidence, url),
     ]
@@ -87,7 +87,7 @@ def _table(rows: Iterable[tuple[str, Any]], widths: tuple[float, float] = (45, 1
     return table
 
 
-def _device(certificate: Certificate) -> list[Flowable]:
+def _device(certificate: DonorCertificate) -> list[Flowable]:
     d = certificate.device
     return [
         Paragraph("Device", _styles["Heading3"]),

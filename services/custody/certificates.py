@@ -101,7 +101,7 @@ class RecyclingCertificate(Frozen):
     evidence: Evidence
 
 
-Certificate = ErasureCertificate | RecyclingCertificate
+DonorCertificate = ErasureCertificate | RecyclingCertificate
 
 
 def identity(doc: Document) -> DeviceIdentity:
@@ -184,7 +184,7 @@ def recycling_certificate(doc: Document) -> RecyclingCertificate:
     )
 
 
-def certificate(doc: Document, kind: Kind) -> Certificate:
+def certificate(doc: Document, kind: Kind) -> DonorCertificate:
     if kind is Kind.ERASURE:
         return erasure_certificate(doc)
     return recycling_certificate(doc)

@@ -39,7 +39,7 @@ from reportlab.platypus import (
 )
 from reportlab.platypus import Table as PdfTable
 
-from services.intake.impact import ImpactReport
+from services.custody.impact import ImpactReport
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -579,7 +579,7 @@ def render_pdf(report: ImpactReport) -> bytes:
         title=title_of(report),
         author="Green IT Lifecycle",
         subject=f"{report.period.start} to {report.period.end}",
-        creator="Green IT Lifecycle intake service",
+        creator="Green IT Lifecycle custody service",
         invariant=1,
     )
     styles = _styles()

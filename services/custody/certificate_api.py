@@ -7,10 +7,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from services.intake import store
-from services.intake.certificate_pdf import render
-from services.intake.certificates import (
-    Certificate,
+from services.custody import store
+from services.custody.certificate_pdf import render
+from services.custody.certificates import (
+    DonorCertificate,
     ErasureCertificate,
     Kind,
     NotIssued,
@@ -20,13 +20,13 @@ from services.intake.certificates import (
     certificate,
     public_view,
 )
-from services.intake.settings import Settings
+from services.custody.settings import Settings
 from shared.auth import Principal, Role
 from shared.http_security import csp_nonce
 from shared.service import Runtime
 
 _templates = Environment(
-    loader=PackageLoader("services.intake", "templates"), autoescape=select_autoescape()
+    loader=PackageLoader("services.custody", "templates"), autoescape=select_autoescape()
 )
 
 Digest = Annotated[str, Query(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex")]
@@ -48,7 +48,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         kind: Kind,
         principal: Annotated[Principal, anyone],
         format: Literal["json", "pdf"] = "json",
-    ) -> Certificate | Response:
+    ) -> DonorCertificate | Response:
         doc = await store.load_device(runtime.db, device_id)
         if doc is None or not (principal.is_staff or doc["partner_id"] == principal.partner_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")

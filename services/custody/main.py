@@ -1,0 +1,45 @@
+from faststream.specification import AsyncAPI
+
+from services.custody import api, certificate_api, handlers, ops_api, report_api
+from services.custody.settings import Settings
+from services.custody.store import setup
+from shared.events import Event
+from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
+from shared.service import Runtime, create_app
+from shared.topics import device_events
+
+settings = Settings()
+broker = make_broker(settings)
+bus = EventBus(broker, settings, [])
+runtime = Runtime(settings, bus)
+
+
+async def on_device_event(event: Event) -> None:
+    await handlers.record_device_event(runtime.db, event)
+
+
+subscribe(
+    broker,
+    settings,
+    events=device_events(),
+    handler=on_device_event,
+    dead_letters=DeadLetters(broker, settings),
+    on_refused=runtime.on_refused,
+    description="Every device event, to keep the donor-facing custody view.",
+)
+asyncapi = AsyncAPI(broker, title="custody", version="0.1.0")
+app = create_app(
+    settings=settings,
+    broker=broker,
+    asyncapi=asyncapi,
+    runtime=runtime,
+    setup=setup,
+    routers=[
+        api.router(runtime),
+        certificate_api.router(runtime, settings),
+        report_api.router(runtime, settings),
+        ops_api.router(runtime),
+    ],
+    description="The donor's view of what became of each device: custody history, "
+    "certificates and their public verification, impact reports, and operations' stage views.",
+)

@@ -1,0 +1,70 @@
+"""A pickup's manifest, its use cases: import the donor's asset list (rows checked one by one;
+idempotent) and scan a code off it, through the manual scan's own use case, so `device.received`
+is the same as for a manual scan."""
+
+from uuid import UUID
+
+from services.intake import handlers, manifest, store
+from services.intake import manifest_store as rows_store
+from services.intake.domain import Pickup
+from services.intake.manifest import ImportResult, ManifestUpload
+from shared.mongo import Document
+from shared.service import Runtime
+
+
+async def import_rows(
+    runtime: Runtime,
+    pickup: Pickup,
+    upload: ManifestUpload,
+    *,
+    by: str,
+    shown_to: str | None,
+    max_rows: int,
+) -> ImportResult:
+    """Store the valid rows; `shown_to` is the partner reading the refusals (None: staff)."""
+    manifest.ensure_open(
+        pickup,
+        "import asset list",
+        f"the asset list of a {pickup.status.value} pickup can no longer change",
+    )
+    rows, invalid = manifest.validate_upload(upload.rows)
+    if not rows:
+        return manifest.result_of([], invalid)
+    db = runtime.db
+    async with store.manifest_turn(db, pickup.pickup_id):
+        known = await rows_store.known_for(db, pickup.pickup_id, rows)
+        decisions = manifest.plan_import(
+            pickup, rows, known, now=handlers.now(), by=by, shown_to=shown_to
+        )
+        writes = [d for d in decisions if isinstance(d, manifest.Write)]
+        await rows_store.store_writes(db, pickup.pickup_id, writes, known, max_rows)
+    return manifest.result_of(decisions, invalid)
+
+
+class UnknownCode(LookupError):
+    """The scanned code names no row of the pickup's manifest."""
+
+
+class AmbiguousCode(LookupError):
+    """The scanned serial is on several rows (of different makes)."""
+
+
+async def scan_code(
+    runtime: Runtime, pickup_id: UUID, code: str, location: str, *, by: str
+) -> tuple[Document, bool, int]:
+    """Register the device on the manifest row the code names; (device, new?, row number)."""
+    pickup = await handlers.visible_pickup(runtime, pickup_id, None)
+    manifest.ensure_open(
+        pickup, "scan device", f"no device can be scanned into a {pickup.status.value} pickup"
+    )
+    found = await rows_store.rows_for_code(runtime.db, pickup_id, code)
+    if not found:
+        raise UnknownCode(f"code {code} is not on the manifest of pickup {pickup_id}")
+    if len(found) > 1:
+        rows = ", ".join(str(doc["row"]) for doc in sorted(found, key=lambda d: d["row"]))
+        raise AmbiguousCode(f"serial {code} is on rows {rows} of the manifest: scan the asset tag")
+    row = found[0]
+    scan = manifest.row_from_doc(row).scan(location)
+    device, created = await handlers.scan_device(runtime, pickup_id, scan, scanned_by=by)
+    await rows_store.mark_scanned(runtime.db, pickup_id, row["_id"], UUID(device["_id"]))
+    return device, created, row["row"]
