@@ -217,6 +217,8 @@ class LocalStore(LocalProcess):
             args = ["--dbpath", str(self.data), "--bind_ip", "127.0.0.1", "--port", port]
             return [mongod, *args, *self.extra_args]
         if self.kind == "secantus":
+            # --standalone: drivers then send no retryable writes, whose records (kept 30 min,
+            # scanned and sorted on every write) slow SecantusDB 0.7 down (docs/store.md)
             return [
                 str(secantus_binary()),
                 "--config",
@@ -227,6 +229,7 @@ class LocalStore(LocalProcess):
                 port,
                 "--storage-path",
                 str(self.data),
+                "--standalone",
                 "--log-level",
                 "WARNING",
                 *self.extra_args,
