@@ -107,16 +107,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 def store_pid() -> int | None:
-    """The document store's process (ferretdb or mongod), for its CPU time."""
+    """The document store's process (the one listening on `GREENIT_MONGO_URL`'s port, whatever
+    it is: ferretdb, mongod or secantusd-py), for its CPU time."""
+    port = int(re.sub(r"^mongodb://([^@/]*@)?[^:/]*:?", "", MONGO_URL).split("/")[0] or 27017)
+    return pid_listening_on(port)
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The local process listening on TCP `port` (from /proc/net and /proc/*/fd), or None."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(name).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if cmd.endswith((b"ferretdb", b"mongod")):
-            return int(entry.name)
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
     return None
 
 

@@ -92,7 +92,8 @@ def running_cluster(
         for service in services:
             cluster.start(service)
         for service in services:
-            cluster.wait_healthy(service)
+            # four services importing at once on two busy cores can take over a minute
+            cluster.wait_healthy(service, 180)
         yield cluster
     finally:
         for service in list(cluster.processes):

@@ -221,17 +221,43 @@ class LocalKafka(LocalProcess):
                 await admin.close()
 
 
+def store_kind() -> str:
+    """Which store `./dev` starts: `GREENIT_STORE` (ferretdb, secantus or mongod) when set, else
+    mongod if it is on PATH, else FerretDB (docs/store.md)."""
+    kind = os.environ.get("GREENIT_STORE", "")
+    if not kind:
+        return "mongod" if shutil.which("mongod") else "ferretdb"
+    if kind not in ("ferretdb", "secantus", "mongod"):
+        raise RuntimeError(f"GREENIT_STORE={kind}: use ferretdb, secantus or mongod")
+    return kind
+
+
+SECANTUS = LOCAL / "secantus"
+
+
+def secantus_binary() -> Path:
+    """`secantusd-py` from the venv `GREENIT_STORE=secantus ./dev provision` made."""
+    binary = SECANTUS / "venv/bin/secantusd-py"
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError(f"no {binary}: run GREENIT_STORE=secantus ./dev provision")
+    return binary
+
+
 @dataclass
 class LocalStore(LocalProcess):
-    """`mongod` if it is on PATH, else the FerretDB (SQLite) that `./dev` built."""
+    """The store `./dev` would start (`store_kind`): mongod, SecantusDB or FerretDB (SQLite)."""
+
+    kind: str = field(default_factory=store_kind)
 
     @property
     def is_ferretdb(self) -> bool:
-        return shutil.which("mongod") is None
+        return self.kind == "ferretdb"
 
     data: Path = Path()
     ferretdb_args: tuple[str, ...] = ()
-    """Extra arguments for FerretDB (ignored by mongod)."""
+    """Extra arguments for FerretDB (ignored by the others)."""
+    extra_args: tuple[str, ...] = ()
+    """Extra arguments for whichever store it is (e.g. SecantusDB's `--auth`)."""
 
     @property
     def url(self) -> str:
@@ -239,9 +265,29 @@ class LocalStore(LocalProcess):
 
     def argv(self) -> list[str]:
         address = f"127.0.0.1:{self.port}"
-        if mongod := shutil.which("mongod"):
-            port = str(self.port)
-            return [mongod, "--dbpath", str(self.data), "--bind_ip", "127.0.0.1", "--port", port]
+        port = str(self.port)
+        if self.kind == "mongod":
+            mongod = shutil.which("mongod") or "mongod"
+            args = ["--dbpath", str(self.data), "--bind_ip", "127.0.0.1", "--port", port]
+            return [mongod, *args, *self.extra_args]
+        if self.kind == "secantus":
+            # --standalone: drivers then send no retryable writes, whose records (kept 30 min,
+            # scanned and sorted on every write) slow SecantusDB 0.7 down (docs/store.md)
+            return [
+                str(secantus_binary()),
+                "--config",
+                str(SECANTUS / "secantusd.toml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--storage-path",
+                str(self.data),
+                "--standalone",
+                "--log-level",
+                "WARNING",
+                *self.extra_args,
+            ]
         return [
             str(ferretdb_binary()),
             "--listen-addr",
@@ -249,6 +295,7 @@ class LocalStore(LocalProcess):
             "--sqlite-dir",
             str(self.data),
             *self.ferretdb_args,
+            *self.extra_args,
         ]
 
     def prepare(self) -> None:

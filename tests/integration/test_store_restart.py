@@ -66,6 +66,7 @@ async def store(tmp_path: Path):
         port=free_port(),
         log=tmp_path / "store.log",
         data=tmp_path / "data",
+        kind="ferretdb",
         ferretdb_args=("--id-index-every", "5ms"),
     )
     store.start(timeout=60)
