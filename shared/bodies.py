@@ -6,8 +6,9 @@
 - A JSON body is parsed strictly first: `NaN`, `Infinity`, `-Infinity`, a number too large for a
   float (`1e309`), a string or key holding a lone surrogate (`"\\ud800"`, not UTF-8) and a key
   repeated in one object are refused with 422 naming the field (`loc`), never echoing the value.
-- Numbers (and booleans) in a body are strict: `true` is not 1, `1` is not `true`, `"5"` is not 5;
-  an integer is still a valid number. Checked against the operation's body schema in the app's
+- Numbers, booleans and strings in a body are strict: `true` is not 1, `1` is not `true`, `"5"`
+  is not 5, a number is not a date-time; an integer is still a valid number. Checked against
+  the operation's body schema in the app's
   OpenAPI document, at every depth, so every body model and every model nested in one is
   covered without changing the models (their lax reading stays for other uses, e.g. the
   manifest's text cells).
@@ -268,17 +269,20 @@ async def validation_failed(_: Request, exc: Exception) -> JSONResponse:
 
 # ---- strict numbers -------------------------------------------------------------------------
 
-# Where the body's schema wants a number or a boolean, these JSON types are refused although
-# pydantic's lax reading would coerce them (true to 1, "5" to 5, 1 to true).
+# Where the body's schema wants a number, a boolean or a string, these JSON types are refused
+# although pydantic's lax reading would coerce them (true to 1, "5" to 5, 1 to true, a number
+# to a date-time as Unix time).
 _COERCED = {
     "number": {"boolean", "string"},
     "integer": {"boolean", "string"},
     "boolean": {"integer", "number", "string"},
+    "string": {"boolean", "integer", "number"},
 }
 _EXPECTED = {
     "integer": ("int_type", "Input should be a valid integer"),
     "number": ("float_type", "Input should be a valid number"),
     "boolean": ("bool_type", "Input should be a valid boolean"),
+    "string": ("string_type", "Input should be a valid string"),
 }
 
 
@@ -355,14 +359,14 @@ class BodySchemas:
     def problems(
         self, schema: dict[str, Any], value: Any, loc: tuple[str | int, ...], depth: int = 0
     ) -> Iterator[dict[str, Any]]:
-        """Numbers and booleans sent as another JSON type, at any depth of the body."""
+        """Numbers, booleans and strings sent as another JSON type, at any depth of the body."""
         if depth > 32:
             return
         members = self.members(schema)
         admitted = self.admitted(members)
         kind = _json_type(value)
         if admitted is not None and kind not in admitted:
-            for wanted in ("number", "integer", "boolean"):
+            for wanted in ("number", "integer", "boolean", "string"):
                 if wanted in admitted and kind in _COERCED[wanted]:
                     error, msg = _EXPECTED[wanted]
                     yield _error(loc, error, f"{msg} (strict: {kind} is not taken for one)")
