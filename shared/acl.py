@@ -111,6 +111,7 @@ def grants(namespace: str = "") -> list[Grant]:
         if CONSUMES[service]:
             out.add(Grant(service, "group", namespace + service, "READ"))
     out.update(Grant(OPS, "topic", namespace + t.name, "DESCRIBE") for t in ALL_TOPICS)
-    out.update(Grant(OPS, "group", namespace + s, "DESCRIBE") for s in SERVICES if CONSUMES[s])
+    # every service's group, also a producer's that has none: the console asks about each
+    out.update(Grant(OPS, "group", namespace + s, "DESCRIBE") for s in SERVICES)
     out.add(Grant(OPS, "topic", namespace + DEAD_LETTER.name, "READ"))
     return sorted(out)
