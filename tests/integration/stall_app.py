@@ -16,6 +16,7 @@ from shared.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     service = "stall"
+    kafka_username: str = "admin"  # a stand-in, not one of the services' principals
 
 
 settings = Settings()

@@ -27,7 +27,7 @@ from shared.events import DeviceDiagnosed, DeviceReceived
 from shared.examples import EXAMPLES
 from shared.kafka import DeadLetters, make_broker
 from shared.topics import DEAD_LETTER, topic_of
-from tests.conftest import BOOTSTRAP, settings_in
+from tests.conftest import BOOTSTRAP, kafka_auth, settings_in
 from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
 from tools.cluster import project_root, running_cluster
 from tools.deadletters import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive, select
@@ -106,7 +106,9 @@ async def publish_with_old_intakes_dead_letter(namespace: str, event: DeviceDiag
     headers = [(k, v.encode()) for k, v in headers_for(event).items()]
     key, value = str(event.subject_id).encode(), encode(event)
     settings = settings_in(namespace, "intake")
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, **kafka_auth(), enable_idempotence=True
+    )
     await producer.start()
     try:
         sent = await producer.send_and_wait(topic, value, key=key, headers=headers)

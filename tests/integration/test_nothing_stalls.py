@@ -26,7 +26,7 @@ from shared.codec import encode, headers_for
 from shared.events import DeviceReceived, DeviceRecycled, DeviceUsageReported, Event
 from shared.examples import EXAMPLES
 from shared.kafka import VALUE_PREFIX_BYTES
-from tests.conftest import BOOTSTRAP, MONGO_URL
+from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth
 from tests.helpers import eventually, publish, publish_raw
 from tools.cluster import free_port, project_root
 from tools.deadletters import DeadLetter, read_dead_letters
@@ -229,7 +229,7 @@ async def test_a_consumer_that_keeps_failing_shows_stuck_in_health_and_metrics_u
 
 
 async def _publish_on(namespace: str, topic: str, event: Event) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, **kafka_auth())
     await producer.start()
     try:
         await producer.send_and_wait(
