@@ -13,6 +13,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure
 
+import shared.kafka
 from shared.domain import IllegalTransition
 from shared.events import DeviceReady, Event
 from shared.examples import EXAMPLES
@@ -25,6 +26,7 @@ from shared.kafka import (
 )
 from shared.service import store_error_response
 from shared.usecase import Busy
+from tests.fakes import fake_sleep_in
 from tools.localinfra import _cluster_id
 
 EVENT = EXAMPLES[DeviceReady]
@@ -72,7 +74,7 @@ def delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    monkeypatch.setattr("shared.kafka.asyncio.sleep", sleep)
+    fake_sleep_in(monkeypatch, shared.kafka, sleep)
     return recorded
 
 

@@ -15,6 +15,7 @@ from aiokafka.errors import (
 )
 from rich.console import Console
 
+import shared.kafka
 from shared import observability
 from shared.codec import PoisonMessage, decode_on, encode
 from shared.events import DeviceReceived, DeviceUsageReported
@@ -31,6 +32,7 @@ from shared.kafka import (
 )
 from shared.settings import ServiceSettings
 from tests.conftest import settings_in
+from tests.fakes import fake_sleep_in
 from tools.deadletters import DeadLetter, redrive
 from tools.ops import Overview, ServiceConsumers, consumers_table
 
@@ -50,7 +52,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     async def sleep(_: float) -> None:
         return None
 
-    monkeypatch.setattr("shared.kafka.asyncio.sleep", sleep)
+    fake_sleep_in(monkeypatch, shared.kafka, sleep)
 
 
 @pytest.fixture
