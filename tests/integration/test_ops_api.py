@@ -133,7 +133,7 @@ async def fleet(http, namespace) -> dict[str, dict[str, Any]]:
         response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=fields | scan)
         assert response.status_code == 201, response.text
         devices[name] = response.json()
-    b, c = devices["B"], devices["C"]
+    a, b, c, d_ = devices["A"], devices["B"], devices["C"], devices["D"]
     await publish(
         namespace,
         diagnosed(b, NOW - 3 * HOUR),
@@ -143,7 +143,11 @@ async def fleet(http, namespace) -> dict[str, dict[str, Any]]:
 
     async def settled() -> bool:
         views = [(await http(STAFF, "GET", f"/devices/{d['device_id']}")).json() for d in (b, c)]
-        return [v["stage"] for v in views] == ["diagnosed", "wiped"]
+        # custody learns each device a moment after its scan: 404 until then
+        others = [(await http(STAFF, "GET", f"/devices/{d['device_id']}")) for d in (a, d_)]
+        return [v.get("stage") for v in views] == ["diagnosed", "wiped"] and all(
+            r.status_code == 200 for r in others
+        )
 
     await eventually(settled, within_s=60)
     return devices
