@@ -43,7 +43,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 import shared.examples  # noqa: F401  (attaches examples to the schemas in the AsyncAPI docs)
-from shared import observability
+from shared import observability, store_adapter
 from shared.codec import PoisonMessage, decode_on, encode, headers_for
 from shared.credentials import MissingCredential
 from shared.domain import IllegalTransition
@@ -162,14 +162,10 @@ class RetryPolicy:
         return cls(attempts=settings.retry_attempts, base_delay_s=settings.retry_base_delay_s)
 
 
-STORE_BUSY = ("SQLITE_BUSY", "database is locked")
-"""How FerretDB (SQLite) says another writer holds the lock: a retry a moment later succeeds."""
-
-
 def is_transient(exc: BaseException) -> bool:
     """Would the same operation succeed if tried again a little later?"""
     if isinstance(exc, OperationFailure):
-        busy = any(sign in str(exc) for sign in STORE_BUSY)
+        busy = store_adapter.is_busy(exc)
         return busy or bool(exc.has_error_label("RetryableWriteError"))
     if isinstance(exc, KafkaError):
         # aiokafka marks what a retry can fix; e.g. a record too large is not

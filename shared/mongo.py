@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from mongomock.filtering import filter_applies
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from pymongo.results import UpdateResult
 
+from shared import store_adapter
 from shared.settings import ServiceSettings
+from shared.usecase import Busy
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -58,8 +61,8 @@ def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
 
 class SlowCommands(monitoring.CommandListener):
     """Logs each store command slower than `threshold_ms` with the shape of its filter (field
-    names, never values): a read that scans a collection on FerretDB v1 shows up here long
-    before it times a client out."""
+    names, never values): a read that scans a collection shows up here long before it times a
+    client out."""
 
     def __init__(self, threshold_ms: float) -> None:
         self.threshold_us = threshold_ms * 1000
@@ -128,115 +131,15 @@ async def ping(client: AsyncMongoClient[Document]) -> bool:
     return True
 
 
-# ---- conditional updates ----------------------------------------------------------------------
+# ---- operations with MongoDB semantics --------------------------------------------------------
 #
 # Every state change is a conditional update: "document X, if it is still in the state I decided
-# on". MongoDB applies the condition atomically with the update. FerretDB v1 (our stand-in where
-# no mongod is installed) looks a document up by index only when the filter is `{"_id": X}` alone;
-# any other filter makes it read and decode the whole collection in Go (measured by
-# `bench.store`: 0.7 s per guarded update at 5,000 documents). Its own update is a query
-# followed by a separate write, so the condition is not atomic there either. On FerretDB we
-# therefore read the document by `_id`, test the condition here (mongomock's matcher, the
-# MongoDB query semantics) and write by `_id`: the same guarantee FerretDB gives, without the
-# scan.
-
-_ID_ONLY_LOOKUPS: dict[int, bool] = {}
-_matches: Callable[[dict[str, Any], Document], bool] = filter_applies
+# on", one atomic `update_one` with the condition in its filter. How a store carries each of these
+# out is `shared.store_adapter`'s business (the only module that knows a stand-in store's quirks).
 
 
-async def looks_up_by_id_only(client: AsyncMongoClient[Document]) -> bool:
-    """Does this store use an index only for filters on `_id` alone (FerretDB v1)?"""
-    key = id(client)
-    if key not in _ID_ONLY_LOOKUPS:
-        info = await client.admin.command("buildInfo")
-        _ID_ONLY_LOOKUPS[key] = "ferretdbVersion" in info
-    return _ID_ONLY_LOOKUPS[key]
-
-
-_LOCKS: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
-
-
-@contextlib.asynccontextmanager
-async def document_lock(collection: AsyncCollection[Document], doc_id: Any) -> AsyncIterator[None]:
-    """Hold off this process's other writers of one document, on FerretDB v1 only.
-
-    FerretDB v1 updates a document by reading it and writing it back whole, so of two concurrent
-    updates of one document one can be lost, and `update_if`'s own read, test and write could
-    interleave with another. Writers of one document in one process take turns here; `mongod`
-    applies each update atomically and needs no turns.
-    """
-    if not await looks_up_by_id_only(collection.database.client):
-        yield
-        return
-    key = (collection.full_name, doc_id)
-    lock, users = _LOCKS.get(key, (asyncio.Lock(), 0))
-    _LOCKS[key] = (lock, users + 1)
-    try:
-        async with lock:
-            yield
-    finally:
-        lock, users = _LOCKS[key]
-        if users == 1:
-            del _LOCKS[key]
-        else:
-            _LOCKS[key] = (lock, users - 1)
-
-
-# ---- lists written before what they list ------------------------------------------------------
-# A list document (`_id` = the owner, e.g. a pickup or a request) names the devices that belong
-# to its owner, so that counting them is one lookup by `_id` (any other filter reads a whole
-# collection on FerretDB v1). A device is listed in `pending_ids` before the write that makes it
-# belong, and moved to `device_ids` (or dropped) after: a crash in between leaves it pending, and
-# readers look pending devices up. So `device_ids` never names a device that does not belong, and
-# every one that does is in one of the two lists.
-
-
-async def list_pending(collection: AsyncCollection[Document], owner_id: str, item: str) -> None:
-    """Step one: `item` may belong to `owner_id` from now on."""
-    async with document_lock(collection, owner_id):
-        await collection.update_one(
-            {"_id": owner_id}, {"$addToSet": {"pending_ids": item}}, upsert=True
-        )
-
-
-async def settle_pending(
-    collection: AsyncCollection[Document], owner_id: str, item: str, *, belongs: bool
-) -> None:
-    """Step two: the write is done; `item` belongs (listed) or not (dropped)."""
-    update: Document = {"$pull": {"pending_ids": item}}
-    if belongs:
-        update["$addToSet"] = {"device_ids": item}
-    async with document_lock(collection, owner_id):
-        await collection.update_one({"_id": owner_id}, update)
-
-
-async def find_by_ids(
-    collection: AsyncCollection[Document],
-    ids: Sequence[Any],
-    projection: Mapping[str, Any] | None = None,
-    *,
-    concurrency: int = 16,
-) -> dict[Any, Document]:
-    """The documents with these `_id`s (missing ones absent), keyed by `_id`.
-
-    One `$in` query where the store uses an index for it; on FerretDB v1, where only a filter on
-    `_id` alone is looked up by index (an `$in` reads the whole collection), one lookup per id,
-    `concurrency` at a time.
-    """
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
-    if not await looks_up_by_id_only(collection.database.client):
-        cursor = collection.find({"_id": {"$in": wanted}}, projection)
-        return {doc["_id"]: doc async for doc in cursor}
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(doc_id: Any) -> Document | None:
-        async with gate:
-            return await collection.find_one({"_id": doc_id}, projection)
-
-    found = await asyncio.gather(*(one(doc_id) for doc_id in wanted))
-    return {doc["_id"]: doc for doc in found if doc is not None}
+async def _adapter(collection: AsyncCollection[Document]) -> store_adapter.MongoSemantics:
+    return await store_adapter.adapter_for(collection.database.client)
 
 
 async def update_if(
@@ -253,25 +156,132 @@ async def update_if(
     An upsert inserts `update` applied to `{"_id": doc_id}`; the condition's fields are not
     copied into the new document (use it with conditions on existing documents only).
     """
-    if not condition or not await looks_up_by_id_only(collection.database.client):
-        try:
-            result = await collection.update_one(
-                {"_id": doc_id, **condition}, update, upsert=upsert
+    adapter = await _adapter(collection)
+    return await adapter.update_if(collection, doc_id, condition, update, upsert)
+
+
+async def update_by_id(
+    collection: AsyncCollection[Document],
+    doc_id: Any,
+    update: Mapping[str, Any],
+    *,
+    upsert: bool = False,
+) -> UpdateResult:
+    """One update of document `doc_id`, unconditional."""
+    adapter = await _adapter(collection)
+    async with adapter.turn(collection, doc_id):
+        return await collection.update_one({"_id": doc_id}, update, upsert=upsert)
+
+
+async def increment(collection: AsyncCollection[Document], doc_id: Any, field: str = "n") -> int:
+    """Add one to a counter and return its new value; concurrent callers (in any process) each
+    get a value of their own. The counter is created (at 0) before it is incremented: a
+    concurrent upsert by `findAndModify` is a race MongoDB resolves by a duplicate-key error and
+    some stores answer wrongly (docs/store.md, SecantusDB defect 2)."""
+    adapter = await _adapter(collection)
+    async with adapter.turn(collection, doc_id):
+        for _ in range(3):
+            doc = await collection.find_one_and_update(
+                {"_id": doc_id}, {"$inc": {field: 1}}, return_document=ReturnDocument.AFTER
             )
-        except DuplicateKeyError:
-            return False  # upsert: the document exists, and the condition did not hold
-        return bool(result.matched_count or result.upserted_id is not None)
-    async with document_lock(collection, doc_id):
-        current = await collection.find_one({"_id": doc_id})
-        if current is None:
-            if not upsert:
-                return False
-            try:
-                result = await collection.update_one({"_id": doc_id}, update, upsert=True)
-            except DuplicateKeyError:
-                return False  # inserted meanwhile
-            return bool(result.matched_count or result.upserted_id is not None)
-        if not _matches(dict(condition), current):
-            return False
-        result = await collection.update_one({"_id": doc_id}, update)
-        return bool(result.matched_count)
+            if doc is not None:
+                return int(doc[field])
+            with contextlib.suppress(DuplicateKeyError):
+                await collection.update_one(
+                    {"_id": doc_id}, {"$setOnInsert": {field: 0}}, upsert=True
+                )
+    raise RuntimeError(f"counter {doc_id!r} in {collection.full_name} could not be created")
+
+
+async def find_by_ids(
+    collection: AsyncCollection[Document],
+    ids: Sequence[Any],
+    projection: Mapping[str, Any] | None = None,
+    *,
+    concurrency: int = 16,
+) -> dict[Any, Document]:
+    """The documents with these `_id`s (missing ones absent), keyed by `_id`: one `$in` query
+    (`concurrency` bounds the lookups of a store that needs one per id)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    adapter = await _adapter(collection)
+    return await adapter.find_by_ids(collection, wanted, projection, concurrency)
+
+
+# ---- leases: one holder at a time, across processes -------------------------------------------
+# A lease is a field of one document, taken by a conditional update (free, or expired) and
+# renewed while held, so two instances of a service take turns at a read-decide-write that spans
+# several documents (a request's claims, a pickup's manifest). A holder that dies frees it when
+# its time runs out (`ttl_s`); a waiter that cannot get it within `wait_s` gives up with `Busy`.
+
+
+@contextlib.asynccontextmanager
+async def lease(
+    collection: AsyncCollection[Document],
+    key: str,
+    *,
+    ttl_s: float = 15.0,
+    wait_s: float = 30.0,
+) -> AsyncIterator[None]:
+    token = uuid4().hex
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    pause = 0.01
+    while True:
+        now = datetime.now(UTC)
+        free = {"$or": [{"lease": None}, {"lease.until": {"$lt": now}}]}
+        taken = {"$set": {"lease": {"token": token, "until": now + timedelta(seconds=ttl_s)}}}
+        if await update_if(collection, key, free, taken, upsert=True):
+            break
+        if loop.time() >= deadline:
+            raise Busy(f"{collection.name} {key} is held by another writer")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.25)
+    renewing = asyncio.create_task(_renew(collection, key, token, ttl_s))
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await update_if(collection, key, {"lease.token": token}, {"$unset": {"lease": ""}})
+
+
+async def _renew(collection: AsyncCollection[Document], key: str, token: str, ttl_s: float) -> None:
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        until = datetime.now(UTC) + timedelta(seconds=ttl_s)
+        try:
+            held = await update_if(
+                collection, key, {"lease.token": token}, {"$set": {"lease.until": until}}
+            )
+        except Exception:
+            log.exception("renewing the lease on %s %s failed; retrying", collection.name, key)
+            continue
+        if not held:
+            log.error("the lease on %s %s ran out while held", collection.name, key)
+            return
+
+
+# ---- lists written before what they list ------------------------------------------------------
+# A list document (`_id` = the owner, e.g. a pickup or a request) names the devices that belong
+# to its owner, so that counting them is one lookup by `_id`. A device is listed in `pending_ids`
+# before the write that makes it belong, and moved to `device_ids` (or dropped) after: a crash in
+# between leaves it pending, and readers look pending devices up. So `device_ids` never names a
+# device that does not belong, and every one that does is in one of the two lists.
+
+
+async def list_pending(collection: AsyncCollection[Document], owner_id: str, item: str) -> None:
+    """Step one: `item` may belong to `owner_id` from now on."""
+    await update_by_id(collection, owner_id, {"$addToSet": {"pending_ids": item}}, upsert=True)
+
+
+async def settle_pending(
+    collection: AsyncCollection[Document], owner_id: str, item: str, *, belongs: bool
+) -> None:
+    """Step two: the write is done; `item` belongs (listed) or not (dropped)."""
+    update: Document = {"$pull": {"pending_ids": item}}
+    if belongs:
+        update["$addToSet"] = {"device_ids": item}
+    await update_by_id(collection, owner_id, update)

@@ -27,7 +27,7 @@ from shared import observability
 from shared.codec import decode, encode
 from shared.events import Event
 from shared.kafka import EventBus
-from shared.mongo import Database, Document, document_lock
+from shared.mongo import Database, Document, update_by_id
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Relay:
     sweep racing, or a crash before the removal, may publish it twice.
 
     Finding entries left behind means reading every document of the collections (the store
-    has no index on "has outbox entries"; FerretDB v1 uses none but `_id` anyway), so the
+    has no index on "has outbox entries"), so the
     relay does not do it every second: it sweeps everything when it starts (what a crash of
     this or another instance left), then every `full_sweep_s`, and in between retries only the
     documents whose flush failed in this process.
@@ -169,10 +169,8 @@ class Relay:
             event = decode(entry["payload"])
             await self._bus.publish(event, entry.get("trace"))
             field = f"outbox.{event_id}"
-            # By `_id` alone (FerretDB uses its index for no other filter); only the relay
-            # that actually removes the entry sees it modified, and counts the event.
-            async with document_lock(collection, doc["_id"]):
-                removed = await collection.update_one({"_id": doc["_id"]}, {"$unset": {field: ""}})
+            # Only the relay that actually removes the entry sees it modified, and counts it.
+            removed = await update_by_id(collection, doc["_id"], {"$unset": {field: ""}})
             if removed.modified_count:
                 observability.count_stored(event)
         return len(entries)

@@ -47,7 +47,7 @@ from shared.codec import decode
 from shared.credentials import tool_credentials
 from shared.mongo import Document
 from shared.settings import ServiceSettings
-from tools.cluster import SERVICES, Cluster, running_cluster
+from tools.cluster import Cluster, running_cluster, service_of
 from tools.localinfra import LOCAL, LocalKafka, LocalStore, local_infra
 
 T = TypeVar("T")
@@ -112,6 +112,9 @@ class ChaosConfig:
     keep_data: bool = False
     log_level: str = "WARNING"
     quiet: bool = False
+    instances: int = 1
+    """Processes per service, sharing its consumer group and database; the driver spreads its
+    calls over them at random."""
 
 
 # ---- the plan ---------------------------------------------------------------------------------
@@ -222,6 +225,11 @@ class Driver:
     async def close(self) -> None:
         await self.http.aclose()
 
+    def url(self, service: str) -> str:
+        """One of the service's processes, at random (the only one, or any of its instances)."""
+        urls = [url for name, url in self.urls.items() if service_of(name) == service]
+        return urls[0] if len(urls) == 1 else self.rng.choice(urls)
+
     def _check_deadline(self) -> None:
         if time.monotonic() > self.deadline:
             raise ChaosError(f"deadline of {self.config.timeout_s:.0f}s passed")
@@ -266,7 +274,7 @@ class Driver:
                 self.stats.calls += 1
                 response = await self.http.request(
                     method,
-                    self.urls[service] + path,
+                    self.url(service) + path,
                     headers={"X-API-Key": self.keys[who], **(headers or {})},
                     json=json,
                 )
@@ -691,7 +699,7 @@ class Chaos:
                 await self.restart_infra(self.kafka if action == "kafka" else self.store)
 
     async def kill_one(self) -> None:
-        service = self.rng.choice(SERVICES)
+        service = self.rng.choice(sorted(self.cluster.processes))
         process = self.cluster.processes[service]
         process.kill()
         await asyncio.to_thread(process.wait)
@@ -721,7 +729,7 @@ class Chaos:
         await asyncio.to_thread(component.start)
         if isinstance(component, LocalKafka):
             await component.wait_ready()
-        for service in SERVICES:
+        for service in list(self.cluster.processes):
             await asyncio.to_thread(self.cluster.wait_healthy, service, 180)
         took = time.monotonic() - started
         self.driver.stats.infra_restarts.append(
@@ -1086,7 +1094,7 @@ async def _run_with(
         "GREENIT_LOG_LEVEL": config.log_level,
     }
     services_started = time.monotonic()
-    with running_cluster(env, base / "logs") as cluster:
+    with running_cluster(env, base / "logs", instances=config.instances) as cluster:
         say(config, f"services healthy after {time.monotonic() - services_started:.1f}s")
         driver = Driver(config, namespace, cluster.urls, keys, rng)
         refurbish = sum(1 for d in plans if not d.recycle)
@@ -1232,6 +1240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-port", type=int, default=27018)
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds for the workload")
     parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument(
+        "--instances", type=int, default=1, help="processes per service (one consumer group)"
+    )
     args = parser.parse_args(argv)
     config = ChaosConfig(
         devices=args.devices,
@@ -1248,6 +1259,7 @@ def main(argv: list[str] | None = None) -> int:
         store_port=args.store_port,
         timeout_s=args.timeout,
         keep_data=args.keep_data,
+        instances=max(1, args.instances),
     )
     signal.signal(signal.SIGTERM, _interrupt)  # stopped from outside: clean up as on Ctrl-C
     try:

@@ -18,6 +18,16 @@ import httpx
 SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
 
 
+def instance_names(services: Sequence[str], instances: int) -> list[str]:
+    """The process names of `instances` processes per service: `intake`, `intake.2`, ..."""
+    return [s if n == 1 else f"{s}.{n}" for n in range(1, instances + 1) for s in services]
+
+
+def service_of(name: str) -> str:
+    """The service a process name runs (`intake.2` runs intake)."""
+    return name.partition(".")[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,8 +44,9 @@ class Cluster:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def reserve(self, service: str) -> str:
-        """The service's URL, on a free port chosen now if it has none yet (a service keeps
-        its port across restarts)."""
+        """The process's URL, on a free port chosen now if it has none yet (a process keeps
+        its port across restarts). `service` is a process name: `intake`, or `intake.2` for a
+        second instance of intake (same consumer group and database, a port of its own)."""
         if service not in self.reserved:
             self.reserved[service] = self.urls.get(service) or f"http://127.0.0.1:{free_port()}"
         return self.reserved[service]
@@ -43,13 +54,18 @@ class Cluster:
     def start(self, service: str) -> None:
         self.urls[service] = self.reserve(service)
         port = int(self.urls[service].rsplit(":", 1)[1])
-        env = self.env | {f"GREENIT_{service.upper()}_HTTP_PORT": str(port)}
+        module = service_of(service)
+        env = self.env | {f"GREENIT_{module.upper()}_HTTP_PORT": str(port)}
         # intake redirects its old read paths to custody: tell it where custody listens
         env.setdefault("GREENIT_CUSTODY_PUBLIC_URL", self.reserve("custody"))
         log = (self.log_dir / f"{service}.log").open("ab")
         self.processes[service] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=log
         )
+
+    def instances(self, service: str) -> list[str]:
+        """The URLs of every running process of a service."""
+        return [url for name, url in self.urls.items() if service_of(name) == service]
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -84,14 +100,21 @@ class Cluster:
 
 @contextmanager
 def running_cluster(
-    env: Mapping[str, str], log_dir: Path, services: Sequence[str] = SERVICES
+    env: Mapping[str, str],
+    log_dir: Path,
+    services: Sequence[str] = SERVICES,
+    *,
+    instances: int = 1,
 ) -> Iterator[Cluster]:
+    """The services started as processes, `instances` of each (one consumer group, one
+    database per service, as two copies of a deployment would share them)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(env=dict(env) | {"PYTHONUNBUFFERED": "1"}, log_dir=log_dir)
+    names = instance_names(services, instances)
     try:
-        for service in services:
+        for service in names:
             cluster.start(service)
-        for service in services:
+        for service in names:
             # four services importing at once on two busy cores can take over a minute
             cluster.wait_healthy(service, 180)
         yield cluster

@@ -223,10 +223,10 @@ class LocalKafka(LocalProcess):
 
 def store_kind() -> str:
     """Which store `./dev` starts: `GREENIT_STORE` (ferretdb, secantus or mongod) when set, else
-    mongod if it is on PATH, else FerretDB (docs/store.md)."""
+    mongod if it is on PATH, else SecantusDB (docs/store.md)."""
     kind = os.environ.get("GREENIT_STORE", "")
     if not kind:
-        return "mongod" if shutil.which("mongod") else "ferretdb"
+        return "mongod" if shutil.which("mongod") else "secantus"
     if kind not in ("ferretdb", "secantus", "mongod"):
         raise RuntimeError(f"GREENIT_STORE={kind}: use ferretdb, secantus or mongod")
     return kind
@@ -236,10 +236,10 @@ SECANTUS = LOCAL / "secantus"
 
 
 def secantus_binary() -> Path:
-    """`secantusd-py` from the venv `GREENIT_STORE=secantus ./dev provision` made."""
+    """`secantusd-py` from the venv `./dev provision` made."""
     binary = SECANTUS / "venv/bin/secantusd-py"
     if not os.access(binary, os.X_OK):
-        raise RuntimeError(f"no {binary}: run GREENIT_STORE=secantus ./dev provision")
+        raise RuntimeError(f"no {binary}: run ./dev provision")
     return binary
 
 

@@ -1,15 +1,14 @@
 """Load, decide, store (one atomic update per document, events in its outbox), flush.
 
-Matching, manual allocation, shipping and cancelling run one at a time in this process
-(`_claims`): the service is one process, and each claim is also a conditional update, so a device
-claimed by anything else is never claimed twice. Every read on these paths is by `_id` (on
-FerretDB v1 any other filter reads the whole collection): a request lists its devices, and
-`available` lists the devices matching may claim (see `store`).
+Matching, manual allocation, shipping and cancelling run one at a time across every allocation
+instance (`store.claims_turn()`, a lease in the store), and each claim is also a conditional
+update, so a device claimed by anything else is never claimed twice. Every read on these paths is
+by `_id`: a request lists its devices, and `available` lists the devices matching may claim
+(see `store`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from shared.usecase import Busy, Loaded, Unknown, apply
 log = logging.getLogger(__name__)
 
 SERVICE = "allocation"
-_claims = asyncio.Lock()
 
 
 def _now() -> datetime:
@@ -95,7 +93,7 @@ async def open_request(
 
 async def cancel_request(store: Store, request: Request) -> Request:
     """Withdraw an open request; devices already allocated to it stay allocated."""
-    async with _claims:  # no claim for it in flight: its count is final
+    async with store.claims_turn():  # no claim for it in flight: its count is final
         current = await store.load_request(request.request_id)
         assert current is not None
         current = await store.settle_claims(current)
@@ -170,7 +168,7 @@ async def _claim(
 async def run_matching(store: Store) -> tuple[list[Allocation], int]:
     """Match open requests with available stock by the policy; returns allocations and how
     many requests are still open."""
-    async with _claims:
+    async with store.claims_turn():
         requests = [
             await store.settle_claims(r)
             for r in await store.find_requests({"status": RequestStatus.OPEN.value})
@@ -209,7 +207,7 @@ async def run_matching(store: Store) -> tuple[list[Allocation], int]:
 
 async def allocate_one(store: Store, device_id: UUID, request: Request) -> Allocation:
     """Staff allocate one device by hand; the same rules as matching apply."""
-    async with _claims:
+    async with store.claims_turn():
         current = await store.load_request(request.request_id)
         assert current is not None
         request = await store.settle_claims(current)
@@ -254,7 +252,7 @@ async def create_shipment(
     claim lost to a concurrent change is rolled back before the shipment exists.
     """
     shipment_id, now = uuid4(), _now()
-    async with _claims:
+    async with store.claims_turn():
         await store.release_orphan_claims([str(d) for d in device_ids])
         found = await store.load_devices(device_ids)
         loaded = [(d, found.get(d)) for d in device_ids]

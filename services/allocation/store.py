@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from shared.mongo import (
     Database,
     Document,
     find_by_ids,
+    lease,
     list_pending,
     settle_pending,
     to_document,
@@ -192,7 +193,7 @@ class Store:
     async def release_orphan_claims(self, device_ids: list[str]) -> None:
         """Devices claimed for a shipment whose insert never happened go back to allocated.
 
-        Only safe while no shipment is being written (the caller holds the claims lock)."""
+        Only safe while no shipment is being written (the caller holds the claims turn)."""
         docs = await find_by_ids(self._db.stock, device_ids, {"state": 1, "shipment_id": 1})
         shipped = {
             doc["_id"]: doc["shipment_id"]
@@ -234,8 +235,7 @@ class Store:
         return (await self.load_devices([device_id])).get(device_id)
 
     async def find_devices(self, query: Document) -> list[StockDevice]:
-        """Devices matching a query: on FerretDB a read of the whole stock (lists, not hot
-        paths)."""
+        """Devices matching a query (lists, not hot paths)."""
         cursor = self._db.stock.find(query).sort([("ready_at", ASCENDING), ("_id", ASCENDING)])
         return [device_from(doc) async for doc in cursor]
 
@@ -259,15 +259,19 @@ class Store:
         return sorted(devices, key=lambda d: (d.ready_at, str(d.device_id)))
 
     # ---- claims: a request lists the devices allocated to it -------------------------------------
-    # `request_devices` (_id = request id) lists them; it is written only under the claims lock, so
-    # never by two writers at once (FerretDB v1 loses one of two concurrent updates of a document:
-    # the request's own document is also written by the outbox relay). A claim (matching, or staff
+    # `request_devices` (_id = request id) lists them; it is written only in the claims turn, so
+    # never by two writers at once (the request's own document is also written by the outbox
+    # relay, hence a document of its own). A claim (matching, or staff
     # by hand) first adds the device to `pending_ids`, then makes the conditional update of the
     # device (available -> allocated to the request), then removes its `available` entry and moves
     # it to `device_ids` or, if the claim failed, drops it. So `device_ids` lists only devices
     # allocated to the request, and every device allocated to it is in `device_ids` or
     # `pending_ids`: counting never reads the stock, and a crash mid-claim can only leave a request
     # counting too many (it waits) until `settle_claims`, never too few (it would get too many).
+
+    def claims_turn(self) -> AbstractAsyncContextManager[None]:
+        """Claims are made one at a time across every allocation instance: a lease."""
+        return lease(self._db.leases, "claims", ttl_s=15.0, wait_s=30.0)
 
     async def begin_claim(self, request_id: UUID, device_id: UUID) -> None:
         await list_pending(self._db.request_devices, str(request_id), str(device_id))
@@ -287,7 +291,7 @@ class Store:
 
     async def settle_claims(self, request: Request) -> Request:
         """Settle the claims a crash or a failure left pending. Only while no claim for this request
-        is in flight (the caller holds the claims lock)."""
+        is in flight (the caller holds the claims turn)."""
         if not request.pending_ids:
             return request
         made = await self._made(request)

@@ -160,8 +160,8 @@ SUMMARY_DETAILS = (
 def summary_of(doc: Document) -> Document:
     """A device's compact copy: identity, stage, and its history without the heavy details.
 
-    Reports and operations views read many devices at once. FerretDB scans whole documents
-    and pays for every nested value, so the copy is flat: the history is one JSON string.
+    Reports and operations views read many devices at once; a flat copy (the history as one
+    JSON string) costs the store one value per device instead of every nested one.
     """
     summary = {
         key: doc.get(key)

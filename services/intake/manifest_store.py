@@ -95,7 +95,7 @@ async def store_writes(
 
 
 async def upsert(db: Database, writes: list[manifest.Write], places: dict[str, int]) -> None:
-    # FerretDB v1 never answers an update command of 100 statements or more: stay well below.
+    # Batches well below 100 statements: a stand-in store never answered more (docs/store.md).
     for start in range(0, len(writes), UPDATES_PER_CALL):
         batch = writes[start : start + UPDATES_PER_CALL]
         operations = [

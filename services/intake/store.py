@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import (
@@ -23,8 +23,9 @@ from shared.mongo import (
     DUPLICATE_KEY,
     Database,
     Document,
-    document_lock,
     find_by_ids,
+    increment,
+    lease,
     list_pending,
     settle_pending,
 )
@@ -93,11 +94,8 @@ async def find_pickups(db: Database, partner_id: str | None) -> list[Pickup]:
 
 
 # `pickup_devices` (_id = pickup id) lists the devices scanned into each pickup, so that counting
-# them is a lookup by `_id` (counted from `devices`, FerretDB read every device: 31 s at 6,000
-# devices under the chaos run's load, past the clients' timeout). A scan lists the new device as
-# pending before inserting it and as received after (`shared.mongo.list_pending`); every scan
-# into a pickup writes the same list, and its writers take turns (FerretDB loses concurrent
-# updates).
+# them is one lookup by `_id` whatever the store (docs/store.md). A scan lists the new device as
+# pending before inserting it and as received after (`shared.mongo.list_pending`).
 
 
 async def begin_receiving(db: Database, pickup_id: UUID, device_id: UUID) -> None:
@@ -176,7 +174,7 @@ def known_device(doc: Document) -> KnownDevice:
 
 # A scan looks the device up by asset tag and by serial. `device_keys` answers both by `_id`
 # ("tag:<asset tag>", "serial:<serial key>" -> device id), which every store looks up by index
-# (FerretDB v1 uses no other index: a query on `asset_tag` read every device). The unique
+# (a stand-in may use no other: docs/store.md). The unique
 # indexes on `devices` stay the arbiter of duplicates; keys are written after the device, so a
 # crash in between leaves a device without keys: the scan that then collides with it finds it
 # the slow way (`find_conflicting`) and writes its keys.
@@ -258,7 +256,7 @@ async def load_device(db: Database, device_id: UUID) -> Document | None:
 
 # A pickup's manifest rows (`manifest`, one document per row, `_id` derived from the pickup and
 # the row's tag or serial) are found by `_id` only, so one pickup's long list costs nothing to
-# another pickup's scans (FerretDB v1 reads a whole collection for any other filter):
+# another pickup's scans on any store (docs/store.md):
 # - `manifest_lists` (_id = pickup id): `listed`, the rows given a place so far, and `scanned`;
 # - `manifest_pages` (_id = "<pickup id>:<page>"): `slots`, place -> row id, MANIFEST_PAGE a page;
 #   each row stores its place as `seq`, and a slot whose row says otherwise is stale;
@@ -271,8 +269,9 @@ MANIFEST_PAGE = 100
 
 
 def manifest_turn(db: Database, pickup_id: UUID) -> AbstractAsyncContextManager[None]:
-    """The writers of one pickup's manifest take turns (its counts are read, then written)."""
-    return document_lock(db.manifest_lists, str(pickup_id))
+    """The writers of one pickup's manifest take turns, in every intake instance (its counts
+    are read, then written): a lease on the pickup's `manifest_lists` document."""
+    return lease(db.manifest_lists, str(pickup_id), ttl_s=30.0, wait_s=60.0)
 
 
 async def manifest_counts(db: Database, pickup_id: UUID) -> tuple[int, int]:
@@ -401,18 +400,9 @@ async def sync_manifest_lists(db: Database) -> int:
 
 
 async def next_asset_number(db: Database) -> int:
-    """The next number for a generated asset tag. On FerretDB v1 two concurrent increments can
-    return the same number (its update reads, then writes), so this process's scans take turns;
-    a second intake process could still collide, and the unique index on the tag refuses that."""
-    async with document_lock(db.counters, ASSET_TAG_COUNTER):
-        doc = await db.counters.find_one_and_update(
-            {"_id": ASSET_TAG_COUNTER},
-            {"$inc": {"n": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-    assert doc is not None
-    return int(doc["n"])
+    """The next number for a generated asset tag, unique across intake instances (the unique
+    index on the tag is the last line of defence)."""
+    return await increment(db.counters, ASSET_TAG_COUNTER)
 
 
 _IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1}
