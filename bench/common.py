@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient
 from shared.admin import create_topics, drop_namespace
 from shared.auth import Role, new_key, store_key
 from shared.credentials import tool_credentials
-from shared.mongo import Document
+from shared.mongo import Document, tool_client
 from shared.settings import ServiceSettings
 from tools.cluster import SERVICES, project_root
 
@@ -59,7 +59,7 @@ def service_env(namespace: str, log_level: str = "WARNING") -> dict[str, str]:
 
 
 def mongo_client() -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(MONGO_URL, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    return tool_client(MONGO_URL, serverSelectionTimeoutMS=10_000)
 
 
 async def prepare(namespace: str) -> dict[str, str]:

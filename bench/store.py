@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.common import table
-from shared.mongo import Document, update_if
+from shared.mongo import Document, tool_client, update_if
 from tools.localinfra import LocalStore
 
 Op = Callable[[AsyncCollection[Document], str, int], Awaitable[Any]]
@@ -71,7 +70,7 @@ async def _time(op: Op, collection: AsyncCollection[Document], ids: list[str]) -
 
 
 async def measure(urls: dict[str, str], docs: int, ops: int) -> dict[tuple[str, str], float]:
-    clients = {name: AsyncMongoClient(url) for name, url in urls.items()}
+    clients = {name: tool_client(url) for name, url in urls.items()}
     try:
         cols = {name: c[f"bstore{uuid.uuid4().hex[:6]}"].devices for name, c in clients.items()}
         sample: dict[str, list[str]] = {}

@@ -28,7 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.common import table
 from bench.store import _seed
-from shared.mongo import Document
+from shared.mongo import Document, tool_client
 from tools.localinfra import LocalStore
 
 
@@ -69,8 +69,8 @@ async def _run(
 
 
 async def measure(url: str, docs: int, ops: int, levels: list[int], gates: list[int]) -> None:
-    client: AsyncMongoClient[Document] = AsyncMongoClient(url)
-    pools = {g: AsyncMongoClient[Document](url, maxPoolSize=g) for g in gates}
+    client: AsyncMongoClient[Document] = tool_client(url)
+    pools = {g: tool_client(url, maxPoolSize=g) for g in gates}
     try:
         name = f"bwriters{uuid.uuid4().hex[:6]}"
         collection = client[name].devices

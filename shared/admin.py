@@ -49,6 +49,7 @@ from shared.credentials import (
     write_compose_env,
     write_secret,
 )
+from shared.mongo import tool_client
 from shared.settings import ServiceSettings
 from shared.topics import ALL_TOPICS
 
@@ -189,7 +190,7 @@ async def drop_namespace(
     """Delete the namespace's topics and ACLs and drop its databases: a broker keeps every
     partition's files open, so test and benchmark runs that leave theirs behind exhaust its
     file limit."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+    client: AsyncMongoClient[dict[str, Any]] = tool_client(
         mongo_url, serverSelectionTimeoutMS=10_000
     )
     try:

@@ -38,7 +38,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pymongo import AsyncMongoClient
 
 from shared.events import NonEmpty
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, tool_client
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("greenit.auth")
@@ -311,7 +311,7 @@ async def list_keys(
 
 async def _run(args: argparse.Namespace) -> str:
     settings = ServiceSettings()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    client: AsyncMongoClient[Document] = tool_client(settings.mongo_url)
     try:
         if args.command == "create-key":
             key = new_key()

@@ -1,10 +1,12 @@
-"""Kafka credentials: one SCRAM-SHA-512 principal per service, one for the operations console,
-one admin, and the broker's own; their passwords live in a secrets directory.
+"""Credentials. Kafka: one SCRAM-SHA-512 principal per service, one for the operations console,
+one admin, and the broker's own. The document store: one user per service, one for the
+operations console (read-only), one admin. Their passwords live in a secrets directory.
 
 The directory (`GREENIT_SECRETS_DIR`, default `.local/secrets/`, mode 0700) holds one file per
-principal, `kafka-NAME` (mode 0600), with the password and nothing else. `./dev up` and
-`./dev test` create the missing ones (`python -m shared.credentials ensure`); nothing here prints
-or logs a password. Docker Compose mounts the same files as Docker secrets (README).
+principal, `kafka-NAME` and `store-NAME` (mode 0600), with the password and nothing else.
+`./dev up` and `./dev test` create the missing ones (`python -m shared.credentials ensure`);
+nothing here prints or logs a password. Docker Compose mounts the same files as Docker
+secrets (README).
 
 Usage: python -m shared.credentials ensure
 """
@@ -27,12 +29,14 @@ ADMIN = "admin"
 BROKER = "broker"
 """The broker's own principal: its controller and inter-broker connections (a super user)."""
 PRINCIPALS: tuple[str, ...] = (*SERVICES, OPS, ADMIN, BROKER)
+STORE_USERS: tuple[str, ...] = (*SERVICES, OPS, ADMIN)
+"""The document store's users (`shared.store_users` gives each its roles)."""
 MECHANISM = "SCRAM-SHA-512"
 SECURITY_PROTOCOL = "SASL_PLAINTEXT"
 
 
 class MissingCredential(RuntimeError):
-    """A Kafka password is neither in the environment nor in the secrets directory."""
+    """A password is neither in the environment nor in the secrets directory."""
 
 
 def secrets_dir() -> Path:
@@ -41,6 +45,10 @@ def secrets_dir() -> Path:
 
 def secret_file(principal: str, directory: Path | None = None) -> Path:
     return (directory or secrets_dir()) / f"kafka-{principal}"
+
+
+def store_secret_file(user: str, directory: Path | None = None) -> Path:
+    return (directory or secrets_dir()) / f"store-{user}"
 
 
 def new_password() -> str:
@@ -71,6 +79,11 @@ def ensure(directory: Path | None = None) -> list[str]:
         if not path.exists():
             write_secret(path, new_password())
             created.append(principal)
+    for user in STORE_USERS:
+        path = store_secret_file(user, directory)
+        if not path.exists():
+            write_secret(path, new_password())
+            created.append(f"store {user}")
     return created
 
 
@@ -80,7 +93,11 @@ def write_compose_env(directory: Path | None = None) -> None:
     d = directory or secrets_dir()
     for service in (*SERVICES, ADMIN):
         password = read_password(service, d)
-        write_secret(d / f"{service}.env", f"GREENIT_KAFKA_PASSWORD={password}\n")
+        store_password = read_store_password(service, d)
+        write_secret(
+            d / f"{service}.env",
+            f"GREENIT_KAFKA_PASSWORD={password}\nGREENIT_STORE_PASSWORD={store_password}\n",
+        )
     write_secret(
         d / "kafka.env",
         f"KAFKA_BROKER_PASSWORD={read_password(BROKER, d)}\n"
@@ -103,6 +120,18 @@ def read_password(principal: str, directory: Path | None = None) -> str:
             f"no Kafka password for principal {principal!r}: no file {path} "
             f"(GREENIT_SECRETS_DIR; ./dev up and ./dev test create it) and "
             f"GREENIT_KAFKA_PASSWORD is not set"
+        ) from None
+
+
+def read_store_password(user: str, directory: Path | None = None) -> str:
+    path = store_secret_file(user, directory)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingCredential(
+            f"no store password for user {user!r}: no file {path} (GREENIT_SECRETS_DIR; "
+            f"./dev up and ./dev test create it) and GREENIT_STORE_PASSWORD is not set "
+            f"(GREENIT_STORE_AUTH=false if the store has no users)"
         ) from None
 
 
@@ -165,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     created = ensure()
     write_compose_env()
     if created:
-        print(f"kafka credentials: created for {', '.join(created)} in {secrets_dir()}")
+        print(f"credentials: created for {', '.join(created)} in {secrets_dir()}")
     return 0
 
 

@@ -8,17 +8,19 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.results import UpdateResult
 
 from shared import store_adapter
-from shared.settings import ServiceSettings
+from shared.credentials import ADMIN, read_store_password, store_secret_file
+from shared.settings import ServiceSettings, store_auth_on
 from shared.usecase import Busy
 
 Document = dict[str, Any]
@@ -44,6 +46,7 @@ def to_document(value: Any) -> Any:
 
 
 def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
+    credentials: dict[str, Any] = settings.store_credentials()
     listeners = (
         [SlowCommands(settings.slow_store_command_ms)] if settings.slow_store_command_ms else []
     )
@@ -56,6 +59,85 @@ def connect(settings: ServiceSettings) -> AsyncMongoClient[Document]:
         appname=settings.service,
         maxPoolSize=settings.store_max_pool_size,
         event_listeners=listeners,
+        **credentials,
+    )
+
+
+def tool_client(
+    url: str, user: str = ADMIN, *, auth: bool | None = None, **options: Any
+) -> AsyncMongoClient[Document]:
+    """A command-line tool's (or a test's) store client, as `user` (the admin by default; the
+    operations console reads as `ops`) when the store has users (`shared.settings.store_auth`)."""
+    credentials: dict[str, Any] = {}
+    if store_auth_on(auth):
+        credentials = {"username": user, "password": read_store_password(user)}
+        credentials["authSource"] = "admin"
+    options.setdefault("tz_aware", True)
+    options.setdefault("uuidRepresentation", "standard")
+    return AsyncMongoClient(url, **credentials, **options)
+
+
+def with_credentials(url: str, user: str = ADMIN, *, auth: bool | None = None) -> str:
+    """`url` with `user`'s credentials in it when the store has users (for clients that take a
+    URL only: the tests' own, a tool's child process). Never log what it returns."""
+    if not store_auth_on(auth):
+        return url
+    parts = urlsplit(url)
+    password = quote(read_store_password(user), safe="")
+    netloc = f"{quote(user, safe='')}:{password}@{parts.netloc.rpartition('@')[2]}"
+    query = "&".join(q for q in (parts.query, "authSource=admin") if q)
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", query, parts.fragment))
+
+
+AUTHENTICATION_FAILED = 18
+UNAUTHORIZED = 13
+Refusal = Literal["authentication", "authorization"]
+
+
+class StoreRefused(RuntimeError):
+    """The store refused this process's user (a wrong password, or no role on its database)."""
+
+
+async def refusal(db: AsyncDatabase[Document]) -> Refusal | None:
+    """Does the store refuse this process? One command on its own database."""
+    try:
+        await asyncio.wait_for(db.command("listCollections", nameOnly=True), timeout=5.0)
+    except OperationFailure as exc:
+        if exc.code == AUTHENTICATION_FAILED:
+            return "authentication"
+        if exc.code == UNAUTHORIZED:
+            return "authorization"
+        return None
+    except (PyMongoError, TimeoutError):
+        return None  # not reachable: not a question of credentials
+    return None
+
+
+async def check_access(db: AsyncDatabase[Document], settings: ServiceSettings) -> None:
+    """Raise StoreRefused, naming the setting, if the store refuses this process."""
+    why = await refusal(db)
+    if why is None:
+        return
+    creds = settings.store_credentials()
+    user = creds.get("username")
+    if why == "authentication":
+        where = (
+            "GREENIT_STORE_PASSWORD"
+            if settings.store_password is not None
+            else f"GREENIT_STORE_PASSWORD is unset, so {store_secret_file(str(user))}"
+        )
+        raise StoreRefused(
+            f"the store refused user {user!r} (authentication failed): the password ({where}) "
+            f"is not the store's; `./dev rotate-store-password {user}` sets a new one in both"
+        )
+    if user is None:
+        raise StoreRefused(
+            f"the store requires authentication and {settings.service} sent none: "
+            "GREENIT_STORE_AUTH is false (or GREENIT_STORE names a store without users)"
+        )
+    raise StoreRefused(
+        f"the store refused user {user!r} access to database {db.name!r} (not authorized): "
+        f"`python -m shared.store_users ensure` grants each service its own database"
     )
 
 

@@ -117,6 +117,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.client = mongo.connect(settings)
         runtime.db = mongo.database(runtime.client, settings)
+        await mongo.check_access(runtime.db, settings)  # a refused user stops here, named
         await setup(runtime.db)
         await runtime.db.refusals.create_index([("occurred_at", DESCENDING)])
         runtime.relay = Relay(runtime.bus, [*outbox(runtime.db), runtime.db.refusals])
@@ -204,6 +205,8 @@ def create_app(
         }
         if not kafka_ok:  # say whether the broker refused our credentials
             body["kafka_refused"] = await refusal(settings)
+        if not store_ok:  # and whether the store did
+            body["store_refused"] = await mongo.refusal(runtime.db)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.credentials import KafkaCredentials, MissingCredential, read_password
+from shared.credentials import (
+    KafkaCredentials,
+    MissingCredential,
+    read_password,
+    read_store_password,
+)
+
+
+def store_auth_on(setting: bool | None) -> bool:
+    """Does this process authenticate to the store? The setting, else: unless the store
+    `./dev` runs (GREENIT_STORE) is one it starts without users."""
+    if setting is not None:
+        return setting
+    return os.environ.get("GREENIT_STORE", "") not in ("ferretdb", "mongod")
 
 
 class ServiceSettings(BaseSettings):
@@ -32,6 +46,20 @@ class ServiceSettings(BaseSettings):
         "(GREENIT_SECRETS_DIR, default .local/secrets/), file kafka-<principal>.",
     )
     mongo_url: str = "mongodb://127.0.0.1:27017/"
+    store_auth: bool | None = Field(
+        None,
+        description="Authenticate to the document store (SCRAM, user store_username, "
+        "authSource admin). Unset: yes, unless GREENIT_STORE is ferretdb or mongod (stores "
+        "./dev starts without users: FerretDB v1 cannot authenticate).",
+    )
+    store_username: str = Field(
+        "", description="The store user this process connects as; empty: the service's name."
+    )
+    store_password: SecretStr | None = Field(
+        None,
+        description="Its password; unset: read from the secrets directory "
+        "(GREENIT_SECRETS_DIR, default .local/secrets/), file store-<user>.",
+    )
     mongo_db_prefix: str = "greenit"
     http_host: str = "127.0.0.1"
     http_port: int = 0
@@ -115,6 +143,20 @@ class ServiceSettings(BaseSettings):
         if self.kafka_password is not None:
             return KafkaCredentials(username, self.kafka_password.get_secret_value())
         return KafkaCredentials(username, read_password(username))
+
+    def store_credentials(self) -> dict[str, str]:
+        """The store client's credential arguments (none when the store has no users);
+        MissingCredential names the setting when the password is unknown."""
+        if not store_auth_on(self.store_auth):
+            return {}
+        username = self.store_username or self.service
+        if not username:
+            raise MissingCredential("no store user: set GREENIT_STORE_USERNAME")
+        if self.store_password is not None:
+            password = self.store_password.get_secret_value()
+        else:
+            password = read_store_password(username)
+        return {"username": username, "password": password, "authSource": "admin"}
 
     @property
     def database(self) -> str:

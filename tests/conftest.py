@@ -7,12 +7,17 @@ from typing import Any
 
 import pytest
 
+from shared import store_users
 from shared.admin import create_topics, drop_namespace
 from shared.credentials import ADMIN, PRINCIPALS, KafkaCredentials
-from shared.settings import ServiceSettings
+from shared.mongo import tool_client, with_credentials
+from shared.settings import ServiceSettings, store_auth_on
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-MONGO_URL = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")
+MONGO_ADDRESS = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")
+"""The store, as the services are given it (each authenticates as itself)."""
+MONGO_URL = with_credentials(MONGO_ADDRESS)
+"""The tests' own clients: the admin, where the store has users (never printed)."""
 
 
 def kafka_auth(principal: str = ADMIN) -> dict[str, Any]:
@@ -21,9 +26,20 @@ def kafka_auth(principal: str = ADMIN) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def namespace() -> str:
-    """Each test module gets topics, groups and databases of its own: nothing leaks between them."""
-    return f"t{uuid.uuid4().hex[:8]}_"
+async def namespace() -> AsyncIterator[str]:
+    """Each test module gets topics, groups and databases of its own: nothing leaks between them
+    (where the store has users, each service's user is granted its namespaced database)."""
+    name = f"t{uuid.uuid4().hex[:8]}_"
+    if not store_auth_on(None):
+        yield name
+        return
+    client = tool_client(MONGO_ADDRESS, serverSelectionTimeoutMS=10_000)
+    try:
+        await store_users.ensure(client, name)
+        yield name
+        await store_users.revoke(client, name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +56,7 @@ def base_env(namespace: str) -> dict[str, str]:
         **os.environ,
         "GREENIT_NAMESPACE": namespace,
         "GREENIT_KAFKA_BOOTSTRAP": BOOTSTRAP,
-        "GREENIT_MONGO_URL": MONGO_URL,
+        "GREENIT_MONGO_URL": MONGO_ADDRESS,
     }
 
 
@@ -52,5 +68,9 @@ def settings_in(namespace: str, service: str) -> ServiceSettings:
     # a real service connects as itself; a test's own stand-in service as the admin
     username = service if service in PRINCIPALS else ADMIN
     return _Settings(
-        namespace=namespace, kafka_bootstrap=BOOTSTRAP, mongo_url=MONGO_URL, kafka_username=username
+        namespace=namespace,
+        kafka_bootstrap=BOOTSTRAP,
+        mongo_url=MONGO_ADDRESS,
+        kafka_username=username,
+        store_username=username,
     )

@@ -41,11 +41,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
+from shared import store_users
 from shared.admin import create_topics
 from shared.auth import Role, new_key, store_key
 from shared.codec import decode
 from shared.credentials import tool_credentials
-from shared.mongo import Document
+from shared.mongo import Document, tool_client
 from shared.settings import ServiceSettings
 from tools.cluster import Cluster, running_cluster, service_of
 from tools.localinfra import LOCAL, LocalKafka, LocalStore, local_infra
@@ -1055,9 +1056,11 @@ async def run(config: ChaosConfig) -> Report:
         await kafka.wait_ready()
         await asyncio.to_thread(store.start)
         await create_topics(kafka.bootstrap, prefix=namespace)
-        client: AsyncMongoClient[Document] = AsyncMongoClient(
-            store.url, tz_aware=True, serverSelectionTimeoutMS=30_000
+        client: AsyncMongoClient[Document] = tool_client(
+            store.url, auth=store.with_users, serverSelectionTimeoutMS=30_000
         )
+        if store.with_users:
+            await store_users.ensure(client, namespace)
         try:
             await _run_with(config, report, namespace, base, kafka, store, client)
         finally:

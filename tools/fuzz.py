@@ -51,6 +51,7 @@ from schemathesis.core.result import Err
 
 from shared.admin import create_topics
 from shared.auth import Role, new_key, store_key
+from shared.mongo import tool_client, with_credentials
 from shared.settings import ServiceSettings
 from tools.cluster import SERVICES, Cluster, project_root, running_cluster
 
@@ -707,7 +708,7 @@ def fuzz_all(
     custody),
     so no consumer writes to the database of the service being fuzzed while it is.
     """
-    client: MongoClient[DOC] = MongoClient(MONGO_URL, tz_aware=True)
+    client: MongoClient[DOC] = MongoClient(with_credentials(MONGO_URL), tz_aware=True)
     try:
         results: list[Stats] = []
         for i, service in enumerate(services):
@@ -768,9 +769,10 @@ async def _create_keys(namespace: str) -> dict[str, str]:
     class _Settings(ServiceSettings):
         service = "fuzz"
         kafka_username: str = "admin"
+        store_username: str = "admin"
 
     settings = _Settings(namespace=namespace, kafka_bootstrap=BOOTSTRAP, mongo_url=MONGO_URL)
-    client: AsyncMongoClient[DOC] = AsyncMongoClient(MONGO_URL)
+    client: AsyncMongoClient[DOC] = tool_client(MONGO_URL)
     keys = {}
     try:
         for who, role, partner in (

@@ -23,7 +23,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from shared.mongo import Document
+from shared.credentials import OPS
+from shared.mongo import Document, tool_client
 from shared.settings import ServiceSettings
 
 SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
@@ -506,9 +507,8 @@ async def _outboxes_drained(
 
 
 async def _run(namespace: str, mongo_url: str, prefix: str) -> Report:
-    client: AsyncMongoClient[Document] = AsyncMongoClient(
-        mongo_url, tz_aware=True, serverSelectionTimeoutMS=5_000
-    )
+    # the operations console's read-only user: it reads every service's database
+    client: AsyncMongoClient[Document] = tool_client(mongo_url, OPS, serverSelectionTimeoutMS=5_000)
     try:
         return await check(client, namespace, prefix=prefix)
     finally:

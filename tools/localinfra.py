@@ -20,11 +20,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from pymongo import MongoClient
 
-from shared import credentials
+from shared import credentials, store_users
 from shared.credentials import ADMIN, BROKER, KafkaCredentials, read_password, write_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +259,13 @@ class LocalStore(LocalProcess):
     ferretdb_args: tuple[str, ...] = ()
     """Extra arguments for FerretDB (ignored by the others)."""
     extra_args: tuple[str, ...] = ()
+    auth: bool | None = None
+    """Users and `--auth` (SecantusDB only): unset, on unless GREENIT_STORE_AUTH is false."""
+
+    @property
+    def with_users(self) -> bool:
+        return self.kind == "secantus" and (self.auth if self.auth is not None else auth_wanted())
+
     """Extra arguments for whichever store it is (e.g. SecantusDB's `--auth`)."""
 
     @property
@@ -286,6 +295,7 @@ class LocalStore(LocalProcess):
                 "--standalone",
                 "--log-level",
                 "WARNING",
+                *(["--auth"] if self.with_users else []),
                 *self.extra_args,
             ]
         return [
@@ -300,6 +310,56 @@ class LocalStore(LocalProcess):
 
     def prepare(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
+        if self.with_users and not (self.data / USERS_MARKER).exists():
+            self._create_users()
+
+    def _create_users(self) -> None:
+        """SecantusDB has no localhost exception: its users are created on a store started
+        without `--auth`, on a free port of its own for the few seconds it takes, then it is
+        stopped and started as asked (docs/store.md)."""
+        bootstrap = LocalStore(
+            name=f"{self.name}-users",
+            port=free_port(),
+            log=self.log,
+            kind=self.kind,
+            data=self.data,
+            auth=False,
+        )
+        bootstrap.start()
+        try:
+            client: MongoClient[dict[str, Any]] = MongoClient(
+                bootstrap.url, serverSelectionTimeoutMS=30_000
+            )
+            try:
+                for user in credentials.STORE_USERS:
+                    client.admin.command(
+                        "createUser",
+                        user,
+                        pwd=credentials.read_store_password(user),
+                        roles=store_users.roles(user),
+                    )
+            finally:
+                client.close()
+        finally:
+            bootstrap.stop()
+        (self.data / USERS_MARKER).write_text("users created; passwords in the secrets directory\n")
+
+
+USERS_MARKER = ".greenit-users"
+"""Left in SecantusDB's storage directory once its users exist (created before its first start
+with `--auth`)."""
+
+
+def auth_wanted() -> bool:
+    value = os.environ.get("GREENIT_STORE_AUTH", "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 FERRETDB_SOURCE = ROOT / "infra/ferretdb"
@@ -370,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tools.localinfra")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["prepare-store"]:
+        return _prepare_store(argv[1:])
     parser.add_argument("command", choices=["prepare-kafka"])
     parser.add_argument("config", type=Path)
     parser.add_argument("log_dirs", type=Path)
@@ -396,6 +460,25 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _prepare_store(argv: list[str]) -> int:
+    """`./dev`'s store set-up: python -m tools.localinfra prepare-store DATA LOG (SecantusDB's
+    users, created once, before its first start with `--auth`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.localinfra prepare-store")
+    parser.add_argument("data", type=Path)
+    parser.add_argument("log", type=Path)
+    args = parser.parse_args(argv)
+    store = LocalStore(name="store", port=0, log=args.log, data=args.data)
+    try:
+        store.prepare()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: could not create the store's users: {exc}", file=sys.stderr)
+        return 1
+    print("auth" if store.with_users else "no-auth")
     return 0
 
 

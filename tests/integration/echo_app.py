@@ -14,6 +14,7 @@ from shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service = "echo"
     kafka_username: str = "admin"  # a stand-in, not one of the services' principals
+    store_username: str = "admin"
 
 
 settings = Settings()

@@ -17,6 +17,7 @@ from shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service = "stall"
     kafka_username: str = "admin"  # a stand-in, not one of the services' principals
+    store_username: str = "admin"
 
 
 settings = Settings()

@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from shared import store_users
+from shared.credentials import OPS
+from shared.settings import store_auth_on
 from tests.conftest import MONGO_URL
 from tools.cluster import project_root
 from tools.invariants import (
@@ -210,11 +213,15 @@ async def world(namespace: str) -> AsyncIterator[World]:
             "outbox": {_id(): {"payload": "{}", "at": datetime.now(UTC)}},
         }
     )
+    if store_auth_on(None):  # the CLI reads as the operations console's read-only user
+        await store_users.ensure(client, w.namespace, users=(OPS,))
     try:
         yield w
     finally:
         for service in ("intake", "diagnostics", "allocation", "recycling", "custody"):
             await client.drop_database(database_name(w.namespace, service))
+        if store_auth_on(None):
+            await store_users.revoke(client, w.namespace)
         await client.close()
 
 

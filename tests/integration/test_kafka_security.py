@@ -6,6 +6,7 @@ kafka-python's, a client this project did not write, so the refusals are the bro
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from kafka.errors import (  # type: ignore[import-untyped]
 )
 
 from shared.codec import encode
-from shared.credentials import KafkaCredentials
+from shared.credentials import KafkaCredentials, secrets_dir
 from shared.events import DeviceUsageReported
 from shared.examples import EXAMPLES
 from shared.kafka_access import refusal
@@ -169,7 +170,9 @@ def test_a_service_with_a_wrong_or_missing_password_stops_naming_the_setting(
     if case == "wrong":
         env["GREENIT_KAFKA_PASSWORD"] = "not-the-password"
     else:
-        env["GREENIT_SECRETS_DIR"] = str(tmp_path)  # no secret files there
+        env["GREENIT_SECRETS_DIR"] = str(tmp_path)  # no Kafka secret files there
+        for store_secret in secrets_dir().glob("store-*"):  # the store's: it is not the question
+            shutil.copy(store_secret, tmp_path / store_secret.name)
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "services.allocation"],

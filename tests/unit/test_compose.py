@@ -109,3 +109,17 @@ def test_the_image_holds_every_package_the_project_declares():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in declared:
         assert f"COPY {package} ./{package}" in dockerfile, package
+
+
+def test_mongo_authenticates_and_each_service_gets_a_user_of_its_own():
+    mongo = services["mongo"]
+    assert mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"] == "admin"
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD_FILE"] == "/run/secrets/store-admin"
+    job = services["topics"]
+    assert "shared.store_users ensure" in " ".join(job["command"])
+    store_secrets = {s for s in job["secrets"] if s.startswith("store-")}
+    assert store_secrets == {f"store-{u}" for u in (*APP_SERVICES, "ops", "admin")}
+    assert job["depends_on"]["mongo"]["condition"] == "service_healthy"
+    for name in APP_SERVICES:  # a service's env file holds its own store password only
+        assert "env_file" in services[name]
+        assert "GREENIT_STORE_USERNAME" not in services[name]
