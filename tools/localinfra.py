@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from shared import credentials, store_users
 from shared.credentials import ADMIN, BROKER, KafkaCredentials, read_password, write_secret
@@ -316,7 +317,8 @@ class LocalStore(LocalProcess):
     def _create_users(self) -> None:
         """SecantusDB has no localhost exception: its users are created on a store started
         without `--auth`, on a free port of its own for the few seconds it takes, then it is
-        stopped and started as asked (docs/store.md)."""
+        stopped and started as asked (docs/store.md). Users already there get the passwords of
+        the secrets directory (remove the marker after losing `.local/secrets`)."""
         bootstrap = LocalStore(
             name=f"{self.name}-users",
             port=free_port(),
@@ -332,12 +334,14 @@ class LocalStore(LocalProcess):
             )
             try:
                 for user in credentials.STORE_USERS:
-                    client.admin.command(
-                        "createUser",
-                        user,
-                        pwd=credentials.read_store_password(user),
-                        roles=store_users.roles(user),
-                    )
+                    password = credentials.read_store_password(user)
+                    roles = store_users.roles(user)
+                    try:
+                        client.admin.command("createUser", user, pwd=password, roles=roles)
+                    except OperationFailure as exc:  # there from an earlier run: its password now
+                        if exc.code != store_users.USER_EXISTS:
+                            raise
+                        client.admin.command("updateUser", user, pwd=password, roles=roles)
             finally:
                 client.close()
         finally:

@@ -21,6 +21,8 @@ from shared.credentials import SERVICES, read_store_password, secrets_dir
 from shared.settings import store_auth_on
 from shared.store_users import database_of
 from tests.conftest import MONGO_ADDRESS, MONGO_URL
+from tools.cluster import free_port
+from tools.localinfra import USERS_MARKER, LocalStore, store_kind
 
 pytestmark = [
     pytest.mark.integration,
@@ -177,3 +179,39 @@ async def test_the_health_check_tells_which_refusal_it_was(namespace: str) -> No
             assert await mongo.refusal(client[database]) == expected, case
         finally:
             await client.close()
+
+
+@pytest.mark.skipif(store_kind() != "secantus", reason="SecantusDB's users are made by ./dev")
+def test_a_fresh_store_gets_its_users_before_it_first_starts_with_auth(tmp_path: Path) -> None:
+    """`tools.localinfra` creates SecantusDB's users on a start without `--auth` (it has no
+    localhost exception), then starts it with `--auth`; after the marker is removed (the secrets
+    directory was lost) a start sets the users' passwords again."""
+    store = LocalStore(
+        name="store", port=free_port(), log=tmp_path / "store.log", data=tmp_path / "data"
+    )
+    for attempt in ("fresh", "users already there"):
+        store.start(timeout=60)
+        try:
+            assert "--auth" in store.argv()
+            anonymous: MongoClient[dict[str, object]] = MongoClient(
+                store.url, serverSelectionTimeoutMS=5_000
+            )
+            intake = MongoClient(
+                store.url,
+                username="intake",
+                password=read_store_password("intake"),
+                authSource="admin",
+                serverSelectionTimeoutMS=5_000,
+            )
+            try:
+                with pytest.raises(OperationFailure):
+                    anonymous.greenit_intake.probe.insert_one({"forged": True})
+                intake.greenit_intake.probe.insert_one({"attempt": attempt})
+                with pytest.raises(OperationFailure):
+                    intake.greenit_custody.probe.insert_one({"forged": True})
+            finally:
+                anonymous.close()
+                intake.close()
+        finally:
+            store.stop()
+        (store.data / USERS_MARKER).unlink()
