@@ -103,14 +103,17 @@ class ServiceSettings(BaseSettings):
         description="How often the outbox relay reads every document for entries left behind "
         "by another instance that died and did not come back (a service sweeps everything when "
         "it starts, so its own crash is covered then, and retries its own failed flushes every "
-        "second). Each sweep reads every document of the service's collections (docs/store.md).",
+        "second). Each sweep reads every document of the service's collections, so keep it "
+        "rare (its cost under load: docs/consistency.md).",
     )
 
     store_max_pool_size: int = Field(
         default=100,
         ge=1,
         description="Connections to the store at most (PyMongo's maxPoolSize; its default). "
-        "Commands beyond it wait in the client (bench/writers.py measures the effect).",
+        "Commands beyond it wait in the client. On a store that lets one writer into a database "
+        "at a time, fewer connections can write more per second (bench/writers.py; "
+        "docs/benchmarks.md).",
     )
     slow_store_command_ms: float = Field(
         default=1000.0,
