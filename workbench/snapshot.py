@@ -310,10 +310,10 @@ def parse_lsblk(text: str, loops: Iterable[str] = ()) -> list[DriveInfo]:
             kind: DriveKind = "nvme"
         elif name.startswith("mmcblk"):
             kind = "emmc"
-        elif _flag(device.get("rota")):
-            kind = "hdd"
         elif device.get("type") == "loop":
             kind = "other"
+        elif _flag(device.get("rota")):
+            kind = "hdd"
         else:
             kind = "ssd"
         drives.append(
@@ -376,7 +376,9 @@ def parse_lscpu(text: str) -> Cpu:
         found: dict[str, str] = {}
         for item in items:
             found.setdefault(str(item["field"]).rstrip(":"), str(item.get("data") or ""))
-            found.update({k: v for k, v in walk(item.get("children", [])).items() if k not in found})
+            found.update(
+                {k: v for k, v in walk(item.get("children", [])).items() if k not in found}
+            )
         return found
 
     fields = walk(json.loads(text)["lscpu"])
@@ -400,7 +402,9 @@ def parse_lscpu(text: str) -> Cpu:
 def parse_uevent(name: str, text: str) -> Battery | None:
     """A `/sys/class/power_supply/<name>/uevent`; None unless it is a battery."""
     values = dict(
-        line.removeprefix("POWER_SUPPLY_").split("=", 1) for line in text.splitlines() if "=" in line
+        line.removeprefix("POWER_SUPPLY_").split("=", 1)
+        for line in text.splitlines()
+        if "=" in line
     )
     if values.get("TYPE") != "Battery" or values.get("PRESENT", "1") == "0":
         return None
@@ -503,7 +507,11 @@ def build(raw: Raw, *, tools: dict[str, str] | None = None) -> Snapshot:
         snap.ram_bytes = sum(d for d in dimms if d)
     else:
         memory = next(
-            (n for n in nodes if n.get("class") == "memory" and n.get("id", "").startswith("memory")),
+            (
+                n
+                for n in nodes
+                if n.get("class") == "memory" and n.get("id", "").startswith("memory")
+            ),
             None,
         )
         if memory is not None and memory.get("size"):
@@ -552,7 +560,7 @@ def build(raw: Raw, *, tools: dict[str, str] | None = None) -> Snapshot:
     macs: dict[str, Nic] = {}
     for node in nodes:
         if node.get("class") == "network" and node.get("serial") and node.get("logicalname"):
-            wireless = "wireless" in str((node.get("capabilities") or {})).lower()
+            wireless = "wireless" in str(node.get("capabilities") or {}).lower()
             macs[str(node["logicalname"])] = Nic(
                 name=str(node["logicalname"]),
                 mac=str(node["serial"]).lower(),
