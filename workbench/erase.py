@@ -112,15 +112,20 @@ def _swaps() -> set[str]:
     return {os.path.realpath(line.split()[0]) for line in lines if line.strip()}
 
 
+def booted_from(drive: DriveInfo) -> bool:
+    return any(m in BOOT_MOUNTS for m in drive.mountpoints)
+
+
 def refusal(drive: DriveInfo) -> str | None:
-    """Why this drive must not be erased, or None. Read fresh from lsblk and sysfs."""
+    """Why this drive must not be erased, or None. Mounts are read fresh from lsblk."""
+    fresh = [d for d in current_drives([drive.name]) if d.name == drive.name]
+    if fresh:
+        drive = drive.model_copy(update={"mountpoints": fresh[0].mountpoints})
     boot = [m for m in drive.mountpoints if m in BOOT_MOUNTS]
     if boot:
         return f"the workbench booted from it ({', '.join(boot)} is on it)"
     if drive.mountpoints:
         return f"it is mounted ({', '.join(drive.mountpoints)})"
-    if drive.read_only:
-        pass  # a read-only drive is tried, and fails with a record: it cannot be erased
     block = Path("/sys/block") / drive.name
     swaps = _swaps()
     parts = [drive.name, *(p.name for p in block.glob(f"{drive.name}*") if p.is_dir())]
@@ -441,7 +446,8 @@ def purge(
         verification_sample_rate=min(1.0, markers * mmap.PAGESIZE / drive.size_bytes),
     )
     log(
-        f"{TOOL_NAME} {VERSION}: Purge (NIST SP 800-88 Rev. 1) of {drive.path}: {technique.technique}"
+        f"{TOOL_NAME} {VERSION}: Purge (NIST SP 800-88 Rev. 1) of {drive.path}: "
+        f"{technique.technique}"
     )
     log(
         f"drive model={drive.model} serial={drive.serial} size={drive.size_bytes} kind={drive.kind}"

@@ -113,7 +113,8 @@ def test_this_machine_is_read_by_its_real_tools(tool):
         pytest.skip(f"{tool} is not installed here")
     snap, raw = snapshot.take()
 
-    assert snap.cpu.model and snap.cpu.threads and snap.cpu.threads >= 1
+    assert snap.cpu.model
+    assert (snap.cpu.threads or 0) >= 1
     assert snap.drives, "lsblk lists at least the disk this test runs from"
     root = next(d for d in snap.drives if "/" in d.mountpoints)
     assert root.size_bytes > 0
