@@ -22,6 +22,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,31 +278,51 @@ class Verified:
 def _verify(
     fd: int,
     regions: list[tuple[int, int]],
-    expected: mmap.mmap,
+    expected: bytes,
     sector: int,
     progress: Progress,
     total: int,
 ) -> Verified:
+    """Read the regions back and compare them with the pattern. The next region is read (in a
+    thread: preadv releases the GIL) while this one is compared, so the drive never waits."""
     result = Verified()
-    buffer = mmap.mmap(-1, CHUNK)
-    for offset, length in regions:
-        view = memoryview(buffer)[:length]
+    buffers = [mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK)]
+
+    def read(slot: int, offset: int, length: int) -> OSError | None:
+        view = memoryview(buffers[slot])[:length]
         try:
             got = os.preadv(fd, [view], offset)
-            if got != length:
-                raise OSError(errno.EIO, f"short read: {got} of {length} bytes")
-            if buffer[:length] != expected[:length]:
-                result.mismatched += 1
-                result.first_problem = result.first_problem or f"pattern mismatch at byte {offset}"
         except OSError as exc:
-            unreadable = _unreadable_sectors(fd, offset, length, sector)
-            result.unreadable += unreadable or length // sector
-            result.first_problem = result.first_problem or f"read error at byte {offset}: {exc}"
+            return exc
         finally:
             view.release()
-        result.bytes_read += length
-        progress("verify", result.bytes_read, total)
-    buffer.close()
+        return None if got == length else OSError(errno.EIO, f"short read: {got} of {length}")
+
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read, 0, *regions[0]) if regions else None
+        for index, (offset, length) in enumerate(regions):
+            assert pending is not None
+            failure = pending.result()
+            if index + 1 < len(regions):
+                pending = reader.submit(read, (index + 1) % 2, *regions[index + 1])
+            if failure is None:
+                # bytes() is a memcpy and == a memcmp; comparing mmap slices goes byte by byte
+                view = memoryview(buffers[index % 2])[:length]
+                same = bytes(view) == (expected if length == len(expected) else expected[:length])
+                view.release()
+                if not same:
+                    result.mismatched += 1
+                    result.first_problem = result.first_problem or f"pattern mismatch at {offset}"
+            else:
+                unreadable = _unreadable_sectors(fd, offset, length, sector)
+                result.unreadable += unreadable or length // sector
+                result.first_problem = (
+                    result.first_problem or f"read error at byte {offset}: {failure}"
+                )
+            result.bytes_read += length
+            progress("verify", result.bytes_read, total)
+    for buffer in buffers:
+        buffer.close()
     return result
 
 
@@ -401,7 +422,7 @@ def clear(
         _drop_cache(fd)
     began = time.monotonic()
     checked = _verify(
-        fd, regions, expected, _sector_size(drive), progress, sum(n for _, n in regions)
+        fd, regions, bytes(expected), _sector_size(drive), progress, sum(n for _, n in regions)
     )
     verify_seconds = time.monotonic() - began
     os.close(fd)
