@@ -185,7 +185,7 @@ def _confirm(drives: list[snapshot.DriveInfo], yes: bool) -> bool:
     for d in drives:
         console.print(
             f"  ERASE {d.path}: {d.model or '?'} serial {station.drive_serial(d)}, "
-            f"{d.size_bytes / 1e9:,.1f} GB ({d.kind})"
+            f"{d.size_bytes:,} bytes = {d.size_bytes / 1e9:,.2f} GB ({d.kind})"
         )
     if yes:
         return True

@@ -101,8 +101,16 @@ BOOT_MOUNTS = ("/", "/boot", "/boot/efi", "/run/live/medium", "/lib/live/mount/m
 
 
 def current_drives(loops: list[str] | None = None) -> list[DriveInfo]:
+    """The drives as lsblk sees them now; a named loop device is named by its backing file,
+    as the snapshot names it."""
     out = probe.run("lsblk", "--json", "--bytes", "--output", LSBLK_COLUMNS)
-    return parse_lsblk(out.stdout, loops or [])
+    drives = parse_lsblk(out.stdout, loops or [])
+    for i, drive in enumerate(drives):
+        backing = Path("/sys/block") / drive.name / "loop" / "backing_file"
+        if drive.serial is None and backing.exists():
+            serial = f"LOOP-{Path(backing.read_text().strip()).name}"
+            drives[i] = drive.model_copy(update={"serial": serial, "model": "loop"})
+    return drives
 
 
 def _swaps() -> set[str]:
