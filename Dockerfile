@@ -8,6 +8,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY shared ./shared
 COPY services ./services
 COPY tools ./tools
+COPY workbench ./workbench
 RUN uv sync --frozen --no-dev
 
 FROM node:20-slim AS viewer

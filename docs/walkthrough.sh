@@ -111,3 +111,35 @@ echo "recycling certificate: $(wc -c <"${TMPDIR:-/tmp}/recycling-$RUN.pdf") byte
 DIGEST=$(api "$DONOR" GET "$CUSTODY/devices/$D2/certificates/recycling" | jq -r .evidence.digest)
 curl -sS -f "$CUSTODY/verify/$D2?digest=$DIGEST&format=json" | jq -c '{stage, digest_matches}'
 uv run --frozen python -m tools.verify_certificate "$D2" --digest "$DIGEST" | tail -1
+
+step "The workbench: a donated machine describes, tests and erases itself, then posts the evidence"
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && losetup --find >/dev/null 2>&1; then
+  STICK=$(mktemp -d)
+  ./dev key workbench "bench-$RUN" "Workbench, bench 7" >"$STICK/workbench.key"   # never printed
+  PICKUP2=$(api "$DONOR" POST "$INTAKE/pickups" '{
+    "address": {"street": "Rue de la Loi 42", "postal_code": "1040", "city": "Brussels", "country": "BE"},
+    "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
+    "window": {"start": "2030-04-02T08:00:00Z", "end": "2030-04-06T17:00:00Z"},
+    "expected": {"other": 1}}' | jq -r .pickup_id)
+  api "$STAFF" POST "$INTAKE/pickups/$PICKUP2/schedule" '{"scheduled_for": "2030-04-03T09:00:00Z"}' >/dev/null
+  D4=$(api "$STAFF" POST "$INTAKE/pickups/$PICKUP2/devices" "{\"asset_tag\": \"WB-$RUN\", \"category\": \"other\",
+    \"make\": \"Generic\", \"model\": \"Mini PC\", \"weight_kg\": 1.2, \"location\": \"Brussels\"}" | jq -r .device_id)
+  until_true "api \"$STAFF\" GET \"$DIAG/devices/$D4\" >/dev/null 2>&1"
+  # Two loop devices over files of random data stand in for the machine's two drives.
+  LOOPS=()
+  for i in 1 2; do
+    head -c 16M /dev/urandom >"$STICK/drive$i.img"
+    LOOPS+=("$(losetup --find --show "$STICK/drive$i.img")")
+  done
+  uv run --frozen workbench --stick "$STICK" --diagnostics "$DIAG" --location "Brussels, bench 7" \
+    run --asset-tag "WB-$RUN" --drive "${LOOPS[0]}" --drive "${LOOPS[1]}" --casing light --scratches none \
+    --screen pass --keyboard pass --ports pass --memory-mb 64 --cpu-seconds 1 --no-self-test --yes \
+    | grep -E '^(  (boot|cpu|memory|storage|battery|network) |  passed|  log |sent |device )'
+  losetup --detach "${LOOPS[@]}"
+  until_true "api \"$STAFF\" GET \"$CUSTODY/devices/$D4/certificates/erasure\" >/dev/null 2>&1"
+  api "$STAFF" GET "$CUSTODY/devices/$D4/certificates/erasure" \
+    | jq -c '{erasures: [.erasures[] | {drive_serial, method, tool, log_sha256: .workbench.log_sha256}]}'
+  rm -rf "$STICK"
+else
+  echo "skipped: the workbench erases real block devices; loop devices need root and losetup"
+fi

@@ -49,6 +49,7 @@ class Role(StrEnum):
     RECIPIENT = "recipient"
     STAFF = "staff"
     OPERATIONS = "operations"
+    WORKBENCH = "workbench"
 
 
 SERVICES = ("intake", "diagnostics", "allocation", "recycling", "custody")
@@ -59,6 +60,8 @@ SERVICES_OF_ROLE: dict[Role, tuple[str, ...]] = {
     Role.RECIPIENT: ("allocation",),
     Role.STAFF: SERVICES,
     Role.OPERATIONS: SERVICES,
+    # The workbench on a donated machine posts its test report and erasures, nothing else.
+    Role.WORKBENCH: ("diagnostics",),
 }
 
 # A partner's id and name go into events (`partner_id`, `recipient_name`, `scanned_by`, ...) as

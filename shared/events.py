@@ -125,6 +125,26 @@ class MinSpecs(Contract):
     battery_health_pct: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
 
 
+class WorkbenchEvidence(Contract):
+    """What the workbench itself recorded while erasing a drive on the donated machine, as
+    opposed to a record typed by a person: its erasure log's SHA-256 (the log is kept beside the
+    machine's snapshot) and the measured facts. Added in v1.2."""
+
+    evidence_version: NonEmpty = Field(examples=["1.0"])
+    log_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    bytes_written: Annotated[int, Field(ge=0)]
+    passes: Annotated[int, Field(ge=0, le=100)]
+    bytes_verified: Annotated[int, Field(ge=0)]
+    verification_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        description="Share of the drive read back: 1 for a full read-back"
+    )
+    unreadable_sectors: Annotated[int, Field(ge=0)] = 0
+    drive_model: NonEmpty | None = None
+    drive_size_bytes: Annotated[int, Field(ge=0)] | None = None
+
+
 class ErasureRecord(Contract):
     """How one drive was sanitized, as NIST SP 800-88 asks a certificate to state."""
 
@@ -138,6 +158,16 @@ class ErasureRecord(Contract):
     operator: NonEmpty
     performed_at: AwareDatetime
     location: NonEmpty
+    erasure_id: UUID | None = Field(
+        None,
+        description="The submitter's id of this record: the same id again is the same record "
+        "(an upload retried). Added in v1.2.",
+    )
+    workbench: WorkbenchEvidence | None = Field(
+        None,
+        description="Present when the workbench erased the drive and sent its own evidence; "
+        "absent for a record typed by a person. Added in v1.2.",
+    )
 
 
 class MaterialFractions(Contract):

@@ -104,6 +104,27 @@ def _device(certificate: DonorCertificate) -> list[Flowable]:
     ]
 
 
+def _source(record: ErasureRecord) -> list[tuple[str, object]]:
+    """Whose word the record is: the workbench's own log, or a person's typed record."""
+    w = record.workbench
+    if w is None:
+        return [("Evidence", "typed record: entered by a person, no machine evidence attached")]
+    return [
+        (
+            "Evidence",
+            f"recorded by the workbench on the machine ({record.tool} {record.tool_version})",
+        ),
+        ("Erasure log SHA-256", w.log_sha256),
+        ("Started / ended", f"{w.started_at} / {w.ended_at}"),
+        ("Bytes written, passes", f"{w.bytes_written:,} bytes, {w.passes} pass(es)"),
+        (
+            "Read back",
+            f"{w.bytes_verified:,} bytes ({w.verification_sample_rate:.0%} of the drive), "
+            f"{w.unreadable_sectors} unreadable sectors",
+        ),
+    ]
+
+
 def _drive(record: ErasureRecord) -> Table:
     return _table(
         [
@@ -116,6 +137,7 @@ def _drive(record: ErasureRecord) -> Table:
             ("Operator", record.operator),
             ("Date", record.performed_at),
             ("Place", record.location),
+            *_source(record),
         ]
     )
 

@@ -6,7 +6,13 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.diagnostics import handlers
-from services.diagnostics.domain import Device, DeviceState, Diagnosis, SanitizationRecord
+from services.diagnostics.domain import (
+    Device,
+    DeviceState,
+    Diagnosis,
+    MachineSnapshot,
+    SanitizationRecord,
+)
 from services.diagnostics.rules import Cosmetic, GradingRules, TestResults
 from services.diagnostics.store import Store
 from shared.auth import Principal, Role
@@ -18,6 +24,7 @@ from shared.events import (
     HardwareSpecs,
     NonEmpty,
     SanitizationMethod,
+    WorkbenchEvidence,
 )
 from shared.service import Runtime
 from shared.usecase import Unknown
@@ -51,6 +58,14 @@ class ReportBody(BaseModel):
     cosmetic: Cosmetic
     location: NonEmpty
     tested_at: StorableTime | None = None
+    report_id: UUID | None = Field(
+        None,
+        description="The submitter's id for this report: sent again (a retried upload), the "
+        "report is not graded twice and the answer is the same. Added in v1.2.",
+    )
+    snapshot: MachineSnapshot | None = Field(
+        None, description="The machine's own description, from the workbench. Added in v1.2."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "ReportBody":
@@ -74,10 +89,22 @@ class ErasureBody(BaseModel):
     operator: NonEmpty | None = Field(None, description="Defaults to the caller's partner id.")
     performed_at: StorableTime
     location: NonEmpty
+    erasure_id: UUID | None = Field(
+        None,
+        description="The submitter's id for this record: sent again (a retried upload), it is "
+        "recorded once. Added in v1.2.",
+    )
+    workbench: WorkbenchEvidence | None = Field(
+        None,
+        description="The workbench's own evidence (log hash, bytes written and verified); "
+        "absent for a typed record. Added in v1.2.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "ErasureBody":
         _not_in_future(self.performed_at, "performed_at")
+        if self.workbench is not None and self.workbench.ended_at < self.workbench.started_at:
+            raise ValueError("workbench.ended_at is before its started_at")
         return self
 
 
@@ -153,8 +180,9 @@ def device_view(device: Device) -> DeviceView:
 
 def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
     api = APIRouter(tags=["diagnostics"])
-    staff = Depends(runtime.require(Role.STAFF))
+    submitter = Depends(runtime.require(Role.STAFF, Role.WORKBENCH))
     reader = Depends(runtime.require(Role.STAFF, Role.OPERATIONS))
+    device_reader = Depends(runtime.require(Role.STAFF, Role.OPERATIONS, Role.WORKBENCH))
 
     @api.post(
         "/devices/{device_id}/reports",
@@ -162,7 +190,7 @@ def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
         summary="Submit a device's test report: grade it and decide refurbish or recycle",
     )
     async def submit_report(
-        device_id: UUID, body: ReportBody, principal: Annotated[Principal, staff]
+        device_id: UUID, body: ReportBody, principal: Annotated[Principal, submitter]
     ) -> DiagnosisView:
         device = await handlers.diagnose(
             store,
@@ -174,6 +202,8 @@ def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
             location=body.location,
             tested_at=body.tested_at,
             tested_by=principal.partner_id,
+            submitted_id=body.report_id,
+            snapshot=body.snapshot,
         )
         report = device.diagnosis
         assert report is not None
@@ -195,7 +225,7 @@ def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
         summary="Record how one drive was sanitized; the last one issues the certificate",
     )
     async def record_erasure(
-        device_id: UUID, body: ErasureBody, principal: Annotated[Principal, staff]
+        device_id: UUID, body: ErasureBody, principal: Annotated[Principal, submitter]
     ) -> ErasureView:
         erasure = ErasureRecord(
             **body.model_dump(exclude={"operator"}),
@@ -210,19 +240,28 @@ def router(runtime: Runtime, store: Store, rules: GradingRules) -> APIRouter:
         )
 
     @api.get("/devices/{device_id}", summary="One device: received data, report, erasures")
-    async def get_device(device_id: UUID, principal: Annotated[Principal, reader]) -> DeviceView:
+    async def get_device(
+        device_id: UUID, principal: Annotated[Principal, device_reader]
+    ) -> DeviceView:
         loaded = await store.load(device_id)
         if loaded is None:
             raise handlers.UnknownDevice("device not received")
         return device_view(loaded.state)
 
-    @api.get("/devices", summary="Devices in diagnostics, optionally in one state")
+    @api.get(
+        "/devices",
+        summary="Devices in diagnostics, optionally in one state, or by asset tag or serial",
+    )
     async def list_devices(
-        principal: Annotated[Principal, reader],
+        principal: Annotated[Principal, device_reader],
         state: DeviceState | None = None,
+        asset_tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        serial_number: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[DeviceView]:
-        devices = await store.list_devices(state, limit)
+        devices = await store.list_devices(
+            state, limit, asset_tag=asset_tag, serial_number=serial_number
+        )
         return [device_view(d) for d in devices]
 
     @api.get("/certificates/{certificate_id}", summary="An erasure certificate")

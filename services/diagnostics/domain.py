@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Literal
 from uuid import UUID
+
+from pydantic import Field
 
 from shared.domain import IllegalTransition
 from shared.events import (
@@ -27,7 +30,9 @@ from shared.events import (
     Event,
     Grade,
     HardwareSpecs,
+    NonEmpty,
     SanitizationMethod,
+    WorkbenchEvidence,
 )
 
 Ids = Callable[[object, str], UUID]
@@ -54,6 +59,49 @@ class Assessment(Contract):
     rules_version: str
 
 
+class DriveHealth(Contract):
+    serial: NonEmpty
+    model: NonEmpty | None = None
+    kind: DriveKind
+    transport: NonEmpty | None = None
+    size_bytes: Annotated[int, Field(ge=0)]
+    smart_passed: bool | None = None
+    power_on_hours: Annotated[int, Field(ge=0)] | None = None
+    reallocated_sectors: Annotated[int, Field(ge=0)] | None = None
+    media_errors: Annotated[int, Field(ge=0)] | None = None
+
+
+class BatteryHealth(Contract):
+    design_capacity: Annotated[float, Field(ge=0)] | None = None
+    full_capacity: Annotated[float, Field(ge=0)] | None = None
+    capacity_unit: Literal["Wh", "Ah"] | None = None
+    wear_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    cycle_count: Annotated[int, Field(ge=0)] | None = None
+
+
+class MachineSnapshot(Contract):
+    """What the machine said about itself when the workbench read it (optional in a report;
+    added in v1.2): firmware identity, each drive's health, battery wear, network MACs, the
+    fields no tool could read, and the SHA-256 of the full snapshot and test outputs kept on
+    the workbench's stick."""
+
+    schema_version: NonEmpty = Field(examples=["1.0"])
+    snapshot_id: UUID
+    workbench: NonEmpty = Field(examples=["greenit-workbench 1.0.0"])
+    manufacturer: NonEmpty | None = None
+    model: NonEmpty | None = None
+    serial: NonEmpty | None = None
+    chassis_type: NonEmpty | None = None
+    drives: list[DriveHealth] = Field(default_factory=list, max_length=16)
+    batteries: list[BatteryHealth] = Field(default_factory=list, max_length=4)
+    network_macs: list[Annotated[str, Field(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")]] = Field(
+        default_factory=list, max_length=16
+    )
+    unread: list[NonEmpty] = Field(default_factory=list, max_length=64)
+    snapshot_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    tests_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
 class Diagnosis(Contract):
     event_id: UUID
     report_id: UUID
@@ -68,6 +116,7 @@ class Diagnosis(Contract):
     tested_by: str
     tested_at: datetime
     location: str
+    snapshot: MachineSnapshot | None = None
 
 
 class CertifiedDrive(Contract):
@@ -83,6 +132,8 @@ class CertifiedDrive(Contract):
     operator: str
     performed_at: datetime
     location: str
+    erasure_id: UUID | None = None
+    workbench: WorkbenchEvidence | None = None
 
 
 class SanitizationRecord(Contract):
@@ -163,12 +214,16 @@ def diagnose(
     location: str,
     now: datetime,
     ids: Ids,
+    snapshot: MachineSnapshot | None = None,
 ) -> tuple[Device, list[Event]]:
-    """Record the graded report and the decision. Only a received device can be diagnosed.
+    """Record the graded report and the decision. Only a received device can be diagnosed;
+    the same report again (its `report_id`: an upload retried) changes nothing.
 
     A device without drives has nothing to erase: it is certified with an empty erasure
     list at once and goes straight to ready or to recycling.
     """
+    if device.diagnosis is not None and device.diagnosis.report_id == report_id:
+        return device, []
     if device.state is not DeviceState.RECEIVED:
         raise _refused(device, "diagnose", "the device was already diagnosed")
     diagnosed = DeviceDiagnosed(
@@ -202,6 +257,7 @@ def diagnose(
         tested_by=tested_by,
         tested_at=tested_at,
         location=location,
+        snapshot=snapshot,
     )
     device = device.model_copy(update={"state": DeviceState.DIAGNOSED, "diagnosis": diagnosis})
     device, completed = _certify_if_done(device, now, ids)
@@ -215,8 +271,13 @@ def record_erasure(
 
     Refused before diagnosis, after the certificate was issued, for a drive not in the report
     and for `destroy` on a device decided for refurbishment. An unverified erasure is recorded
-    but leaves its drive pending.
+    but leaves its drive pending. A record whose `erasure_id` was recorded already (an upload
+    retried) changes nothing, even after the certificate.
     """
+    if erasure.erasure_id is not None and any(
+        e.erasure_id == erasure.erasure_id for e in device.erasures
+    ):
+        return device, []
     if device.diagnosis is None:
         raise _refused(device, "record erasure", "the device has not been diagnosed yet")
     if device.certificate is not None:

@@ -55,8 +55,12 @@ async def diagnose(
     location: str,
     tested_at: datetime | None,
     tested_by: str,
+    submitted_id: UUID | None = None,
+    snapshot: domain.MachineSnapshot | None = None,
 ) -> Device:
-    report_id = uuid4()
+    # The submitter's id names the report within its device; another device's equal id is
+    # another report (event ids derive from the report id).
+    report_id = ids(device_id, f"report {submitted_id}") if submitted_id else uuid4()
 
     def decide(device: Device) -> tuple[Device, list[Event]]:
         now = datetime.now(UTC)
@@ -72,6 +76,7 @@ async def diagnose(
             location=location,
             now=now,
             ids=ids,
+            snapshot=snapshot,
         )
 
     return await apply(store, device_id, decide, missing=_not_received)

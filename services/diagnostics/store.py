@@ -19,6 +19,8 @@ from shared.usecase import Loaded
 async def setup(db: Database) -> None:
     await db.devices.create_index([("state", ASCENDING)])
     await db.devices.create_index([("certificate.certificate_id", ASCENDING)])
+    await db.devices.create_index([("asset_tag", ASCENDING)])
+    await db.devices.create_index([("serial_number", ASCENDING)])
 
 
 def _device_fields(device: Device) -> Document:
@@ -116,8 +118,19 @@ class Store:
         doc.pop("_id")
         return SanitizationRecord.model_validate(doc)
 
-    async def list_devices(self, state: DeviceState | None, limit: int) -> list[Device]:
+    async def list_devices(
+        self,
+        state: DeviceState | None,
+        limit: int,
+        *,
+        asset_tag: str | None = None,
+        serial_number: str | None = None,
+    ) -> list[Device]:
         query: Document = {} if state is None else {"state": state.value}
+        if asset_tag is not None:
+            query["asset_tag"] = asset_tag
+        if serial_number is not None:
+            query["serial_number"] = serial_number
         cursor = (
             self._db.devices.find(query, {"outbox": 0}).sort("received_at", ASCENDING).limit(limit)
         )

@@ -23,7 +23,7 @@ from tools.cluster import project_root, running_cluster
 pytestmark = pytest.mark.integration
 
 FAILURES_PER_MINUTE = 40  # above the wrong keys the walk sends to one service from one address
-ROLES = ("donor", "recipient", "staff", "operations")
+ROLES = ("donor", "recipient", "staff", "operations", "workbench")
 CALLERS = (*ROLES, "none", "wrong")
 ANYONE = "anyone, no key"
 
@@ -123,6 +123,10 @@ def test_every_route_answers_every_caller_as_the_readme_says(urls, keys):
         ("recipient", "diagnostics"),
         ("recipient", "recycling"),
         ("recipient", "custody"),
+        ("workbench", "intake"),
+        ("workbench", "allocation"),
+        ("workbench", "recycling"),
+        ("workbench", "custody"),
     ],
 )
 def test_a_valid_key_on_a_service_its_role_may_not_use_is_403_saying_so(urls, keys, role, service):

@@ -287,3 +287,38 @@ def test_the_public_view_checks_a_digest_and_shows_no_personal_data():
     for private in ("acme-consulate", "tech-lena", "tech-omar", "5CG8123XYZ", "DRV-A", "Brussels"):
         assert private not in shown, private
     assert public_view(doc, "0" * 64).digest_matches is None
+
+
+def test_the_erasure_pdf_tells_workbench_evidence_from_a_typed_record():
+    from shared.events import WorkbenchEvidence
+
+    by_workbench = erasure("DRV-W").model_copy(
+        update={
+            "tool": "greenit-workbench",
+            "tool_version": "1.0.0",
+            "workbench": WorkbenchEvidence(
+                evidence_version="1.0",
+                log_sha256="ab" * 32,
+                started_at=T0 + timedelta(minutes=40),
+                ended_at=T0 + timedelta(minutes=50),
+                bytes_written=256060514304,
+                passes=1,
+                bytes_verified=256060514304,
+                verification_sample_rate=1.0,
+            ),
+        }
+    )
+    event = DeviceWiped(
+        **_envelope(60, "diagnostics"),
+        certificate_id=uuid4(),
+        erasures=[by_workbench, erasure("DRV-T")],
+    )
+    certificate = erasure_certificate(device_doc(received(), event))
+
+    text = text_of(render(certificate, URL))
+
+    assert "recorded by the workbench on the machine (greenit-workbench 1.0.0)" in text
+    assert "ab" * 32 in text
+    assert "256,060,514,304 bytes, 1 pass(es)" in text
+    assert "typed record: entered by a person, no machine evidence attached" in text
+    assert certificate.erasures[0].workbench == by_workbench.workbench

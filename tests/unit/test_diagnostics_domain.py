@@ -372,3 +372,49 @@ def test_the_rules_file_is_named_by_an_environment_variable(tmp_path, monkeypatc
     assert Settings().rules_file == path
     monkeypatch.setenv("GREENIT_DIAGNOSTICS_RULES_FILE", "")
     assert Settings().rules_file is None
+
+
+# ---- workbench uploads (v1.2): retried reports and erasures change nothing ------------------
+
+
+def test_the_same_report_again_changes_nothing_even_after_diagnosis():
+    device = received()
+    specs = laptop_specs("S1")
+    tests = results_with()
+    report_id = uuid4()
+
+    def submit(d: Device) -> tuple[Device, list]:
+        return domain.diagnose(
+            d,
+            report_id=report_id,
+            specs=specs,
+            tests=tests.model_dump(),
+            cosmetic=PRISTINE.model_dump(),
+            assessment=assess(RULES, d.category, specs, tests, PRISTINE),
+            tested_by="workbench-1",
+            tested_at=NOW,
+            location="bench 1",
+            now=NOW,
+            ids=ids,
+        )
+
+    once, events = submit(device)
+    twice, again = submit(once)
+
+    assert len(events) == 1
+    assert (twice, again) == (once, [])
+    with pytest.raises(IllegalTransition, match="already diagnosed"):
+        diagnosed(once, specs)  # another report is still refused
+
+
+def test_an_erasure_sent_twice_is_recorded_once_even_after_the_certificate():
+    device, _ = diagnosed(received(), laptop_specs("S1"))
+    record = erasure("S1").model_copy(update={"erasure_id": uuid4()})
+
+    certified, events = erase(device, record)
+    again, more = erase(certified, record)
+
+    assert certified.state is DeviceState.READY
+    assert len(events) == 2
+    assert (again, more) == (certified, [])
+    assert again.erasures == [record]
