@@ -24,11 +24,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
+from shared import store_users
 from shared.admin import create_topics, drop_namespace
 from shared.auth import Role, new_key, store_key
 from shared.credentials import tool_credentials
 from shared.mongo import Document, tool_client
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, store_auth_on
 from tools.cluster import SERVICES, project_root
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -69,6 +70,8 @@ async def prepare(namespace: str) -> dict[str, str]:
     client = mongo_client()
     keys: dict[str, str] = {}
     try:
+        if store_auth_on(None):  # each service's store user, on its namespaced database
+            await store_users.ensure(client, namespace)
         for partner, role in ((STAFF, Role.STAFF), (DONOR, Role.DONOR), (SCHOOL, Role.RECIPIENT)):
             keys[partner] = new_key()
             await store_key(

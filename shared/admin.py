@@ -36,6 +36,7 @@ from kafka.admin import (  # type: ignore[import-untyped]
 from kafka.errors import KafkaError as KafkaPythonError  # type: ignore[import-untyped]
 from pymongo import AsyncMongoClient
 
+from shared import store_users
 from shared.acl import Grant, grants
 from shared.credentials import (
     ADMIN,
@@ -50,7 +51,7 @@ from shared.credentials import (
     write_secret,
 )
 from shared.mongo import tool_client
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, store_auth_on
 from shared.topics import ALL_TOPICS
 
 # kafka-python logs its whole configuration, password included, at DEBUG
@@ -197,6 +198,8 @@ async def drop_namespace(
         for name in await client.list_database_names():
             if name.startswith(namespace):
                 await client.drop_database(name)
+        if store_auth_on(None):  # and the store users' roles on them
+            await store_users.revoke(client, namespace)
     finally:
         await client.close()
     admin = _admin(bootstrap)

@@ -73,6 +73,21 @@ async def ensure(
             await admin.command("grantRolesToUser", user, roles=wanted)
 
 
+async def grant_namespace(mongo_url: str, namespace: str) -> None:
+    """As the admin, where the store has users: `ensure(client, namespace)` (before a
+    namespace's services start: a service whose user has no role on its database stops)."""
+    from shared.mongo import tool_client
+    from shared.settings import store_auth_on
+
+    if not store_auth_on(None):
+        return
+    client = tool_client(mongo_url, ADMIN, serverSelectionTimeoutMS=10_000)
+    try:
+        await ensure(client, namespace)
+    finally:
+        await client.close()
+
+
 async def revoke(client: AsyncMongoClient[Document], namespace: str) -> None:
     """Take back the roles a dropped namespace's databases had."""
     if not namespace:

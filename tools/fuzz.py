@@ -49,6 +49,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
 
+from shared import store_users
 from shared.admin import create_topics
 from shared.auth import Role, new_key, store_key
 from shared.mongo import tool_client, with_credentials
@@ -801,6 +802,7 @@ class Run:
 def started(namespace: str, log_dir: Path) -> Iterator[Run]:
     """Topics, the five services, keys and seed data in `namespace`."""
     asyncio.run(create_topics(BOOTSTRAP, prefix=namespace))
+    asyncio.run(store_users.grant_namespace(MONGO_URL, namespace))
     env = {
         **os.environ,
         "GREENIT_NAMESPACE": namespace,
