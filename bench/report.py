@@ -18,10 +18,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from services.custody import domain, impact, impact_render, report_api, store
+from services.custody import domain, impact, impact_render, store
 from services.custody.settings import Settings
 from shared import events as ev
 from shared import mongo
@@ -143,8 +144,17 @@ def device_docs(n: int, seed: int = 42) -> Iterator[Document]:
         }
 
 
+@dataclass
+class _Connected:
+    db: Database
+
+
+def custody_store(db: Database) -> store.Store:
+    return store.Store(_Connected(db))
+
+
 async def seed(db: Database, n: int) -> None:
-    await store.setup(db)
+    await custody_store(db).setup()
     batch: list[Document] = []
     for doc in device_docs(n):
         batch.append(doc)
@@ -181,7 +191,7 @@ def _sync(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 async def measure(db: Database, repeat: int) -> list[tuple[str, float]]:
     factors = impact.BUILT_IN_FACTORS
     baseline, raw = await timed(repeat, lambda: db.devices.find({"partner_id": DONOR}).to_list())
-    find_ms, docs = await timed(repeat, lambda: report_api.donor_devices(db, DONOR))
+    find_ms, docs = await timed(repeat, lambda: custody_store(db).donor_devices(DONOR))
 
     def compute() -> impact.ImpactReport:
         return impact.compute(docs, partner_id=DONOR, period=PERIOD, factors=factors)
@@ -191,7 +201,7 @@ async def measure(db: Database, repeat: int) -> list[tuple[str, float]]:
     pdf_ms, pdf = await timed(repeat, _sync(lambda: impact_render.render_pdf(report)))
 
     async def end_to_end() -> bytes:
-        found = await report_api.donor_devices(db, DONOR)
+        found = await custody_store(db).donor_devices(DONOR)
         computed = impact.compute(found, partner_id=DONOR, period=PERIOD, factors=factors)
         return impact_render.render_pdf(computed)
 

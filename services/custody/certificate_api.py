@@ -7,7 +7,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from services.custody import store
 from services.custody.certificate_pdf import render
 from services.custody.certificates import (
     DonorCertificate,
@@ -21,6 +20,7 @@ from services.custody.certificates import (
     public_view,
 )
 from services.custody.settings import Settings
+from services.custody.store import Store
 from shared.auth import Principal, Role
 from shared.http_security import csp_nonce
 from shared.service import Runtime
@@ -32,7 +32,7 @@ _templates = Environment(
 Digest = Annotated[str, Query(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex")]
 
 
-def router(runtime: Runtime, settings: Settings) -> APIRouter:
+def router(runtime: Runtime, store: Store, settings: Settings) -> APIRouter:
     api = APIRouter()
     anyone = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
 
@@ -49,7 +49,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         principal: Annotated[Principal, anyone],
         format: Literal["json", "pdf"] = "json",
     ) -> DonorCertificate | Response:
-        doc = await store.load_device(runtime.db, device_id)
+        doc = await store.load_device(device_id)
         if doc is None or not (principal.is_staff or doc["partner_id"] == principal.partner_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")
         try:
@@ -85,7 +85,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         digest: Digest | None = None,
         format: Literal["html", "json"] = "html",
     ) -> PublicDevice | Response:
-        doc = await store.load_device(runtime.db, device_id)
+        doc = await store.load_device(device_id)
         if doc is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")
         view = public_view(doc, digest)

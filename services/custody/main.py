@@ -2,7 +2,7 @@ from faststream.specification import AsyncAPI
 
 from services.custody import api, certificate_api, handlers, ops_api, report_api
 from services.custody.settings import Settings
-from services.custody.store import setup
+from services.custody.store import Store
 from shared.events import Event
 from shared.kafka import DeadLetters, EventBus, make_broker, subscribe
 from shared.service import Runtime, create_app
@@ -12,10 +12,11 @@ settings = Settings()
 broker = make_broker(settings)
 bus = EventBus(broker, settings, [])
 runtime = Runtime(settings, bus)
+store = Store(runtime)
 
 
 async def on_device_event(event: Event) -> None:
-    await handlers.record_device_event(runtime.db, event)
+    await handlers.record_device_event(store, event)
 
 
 subscribe(
@@ -33,12 +34,12 @@ app = create_app(
     broker=broker,
     asyncapi=asyncapi,
     runtime=runtime,
-    setup=setup,
+    setup=lambda _: store.setup(),
     routers=[
-        api.router(runtime),
-        certificate_api.router(runtime, settings),
-        report_api.router(runtime, settings),
-        ops_api.router(runtime),
+        api.router(runtime, store),
+        certificate_api.router(runtime, store, settings),
+        report_api.router(runtime, store, settings),
+        ops_api.router(runtime, store),
     ],
     description="The donor's view of what became of each device: custody history, "
     "certificates and their public verification, impact reports, and operations' stage views.",

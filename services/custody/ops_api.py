@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from services.custody import store
 from services.custody.api import device_view
 from services.custody.ops import (
     BadThresholds,
@@ -18,6 +17,7 @@ from services.custody.ops import (
     stuck_thresholds,
     summarize,
 )
+from services.custody.store import Store
 from shared.auth import Principal, Role
 from shared.service import Runtime
 from shared.stages import TERMINAL_STAGES
@@ -36,7 +36,7 @@ class Operator(BaseModel):
     role: Role
 
 
-def router(runtime: Runtime) -> APIRouter:
+def router(runtime: Runtime, store: Store) -> APIRouter:
     api = APIRouter()
     operations = Depends(runtime.require(Role.OPERATIONS, Role.STAFF))
 
@@ -70,7 +70,7 @@ def router(runtime: Runtime) -> APIRouter:
             thresholds = stuck_thresholds(stuck_after)
         except BadThresholds as exc:
             raise _invalid("stuck_after", stuck_after, str(exc)) from None
-        rows = await store.stage_rows(runtime.db)
+        rows = await store.stage_rows()
         return summarize(rows, now=datetime.now(UTC), thresholds=thresholds, limit=limit)
 
     @api.get(
@@ -86,7 +86,7 @@ def router(runtime: Runtime) -> APIRouter:
         query = q.strip()
         if not query:
             raise _invalid("q", q, "give an asset tag or a serial number")
-        docs = await store.find_by_tag_or_serial(runtime.db, query)
+        docs = await store.find_by_tag_or_serial(query)
         if not docs:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,

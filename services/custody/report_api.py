@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -10,11 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BeforeValidator, ValidationError
 
-from services.custody import impact, impact_render, store
+from services.custody import impact, impact_render
 from services.custody.settings import Settings
+from services.custody.store import Store
 from shared.auth import Principal, Role
 from shared.http_security import csp_nonce
-from shared.mongo import Database, Document
 from shared.service import Runtime
 
 ReportFormat = Literal["json", "html", "pdf"]
@@ -58,11 +59,6 @@ def report_period(start: date, end: date) -> impact.Period:
         raise _invalid("end", str(end), message) from None
 
 
-async def donor_devices(db: Database, partner_id: str) -> list[Document]:
-    """One query on the indexed `partner_id`, only the fields the report reads."""
-    return await store.find_summaries(db, {"partner_id": partner_id})
-
-
 def render(report: impact.ImpactReport, report_format: ReportFormat, nonce: str = "") -> Response:
     if report_format == "html":
         page = impact_render.render_html(report, nonce)
@@ -78,13 +74,17 @@ def render(report: impact.ImpactReport, report_format: ReportFormat, nonce: str 
     return Response(report.model_dump_json(), media_type="application/json")
 
 
-def router(runtime: Runtime, settings: Settings) -> APIRouter:
+def router(runtime: Runtime, store: Store, settings: Settings) -> APIRouter:
     factors = impact.load_factors(settings.impact_factors)
     api = APIRouter()
     reader = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
 
     def build(
-        docs: list[Document], partner_id: str, period: impact.Period, fmt: ReportFormat, nonce: str
+        docs: Sequence[Mapping[str, Any]],
+        partner_id: str,
+        period: impact.Period,
+        fmt: ReportFormat,
+        nonce: str,
     ) -> Response:
         report = impact.compute(
             docs,
@@ -121,7 +121,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
     ) -> Response:
         donor = report_donor(principal, partner_id)
         period = report_period(start, end)
-        docs = await donor_devices(runtime.db, donor)
+        docs = await store.donor_devices(donor)
         nonce = csp_nonce(request)
         return await asyncio.to_thread(build, docs, donor, period, report_format, nonce)
 

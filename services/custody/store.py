@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
+from pydantic import TypeAdapter
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from services.custody.domain import Custody, HistoryEntry
+from services.custody.domain import Custody
+from shared.devices import RegisteredDevice
 from shared.events import DeviceReceived
-from shared.mongo import Database, Document, update_if
+from shared.mongo import Database, Document, to_document, update_if
 
-
-async def setup(db: Database) -> None:
-    await db.devices.create_index([("partner_id", ASCENDING)])
-    await db.device_summaries.create_index([("partner_id", ASCENDING)])
-    if await db.device_summaries.find_one({}, {"_id": 1}) is None:
-        await sync_summaries(db)  # first start with summaries: copy the existing devices
+_CUSTODY = TypeAdapter(Custody)
 
 
 # ---- devices ----------------------------------------------------------------------------------
@@ -29,18 +26,10 @@ async def setup(db: Database) -> None:
 
 def identity_fields(event: DeviceReceived) -> Document:
     """What `device.received` says the device is and whose it is."""
-    return {
-        "pickup_id": str(event.pickup_id),
-        "partner_id": event.partner_id,
-        "asset_tag": event.asset_tag,
-        "asset_tag_generated": event.asset_tag_generated,
-        "serial_number": event.serial_number,
-        "category": event.category.value,
-        "make": event.make,
-        "model": event.model,
-        "weight_kg": event.weight_kg,
-        "received_at": event.occurred_at,
-    }
+    fields: Document = to_document(
+        RegisteredDevice.received(event).model_dump(exclude={"device_id"})
+    )
+    return fields
 
 
 def is_received(doc: Document) -> bool:
@@ -50,96 +39,12 @@ def is_received(doc: Document) -> bool:
 
 
 def custody_fields(custody: Custody) -> Document:
-    return {
-        "stage": custody.stage,
-        "recipient_id": custody.recipient_id,
-        "recipient_name": custody.recipient_name,
-        "erasure_certificate_id": _str(custody.erasure_certificate_id),
-        "recycling_certificate_id": _str(custody.recycling_certificate_id),
-        "history": [
-            {
-                "event_id": str(h.event_id),
-                "event_type": h.event_type,
-                "occurred_at": h.occurred_at,
-                "producer": h.producer,
-                "details": h.details,
-                "digest": h.digest,
-            }
-            for h in custody.history
-        ],
-    }
+    fields: Document = to_document(_CUSTODY.dump_python(custody))
+    return fields
 
 
 def custody_from_doc(doc: Document) -> Custody:
-    return Custody(
-        stage=doc.get("stage"),
-        recipient_id=doc.get("recipient_id"),
-        recipient_name=doc.get("recipient_name"),
-        erasure_certificate_id=_uuid(doc.get("erasure_certificate_id")),
-        recycling_certificate_id=_uuid(doc.get("recycling_certificate_id")),
-        history=tuple(
-            HistoryEntry(
-                event_id=UUID(h["event_id"]),
-                event_type=h["event_type"],
-                occurred_at=h["occurred_at"],
-                producer=h["producer"],
-                details=h.get("details") or {},
-                digest=h.get("digest"),
-            )
-            for h in doc.get("history") or ()
-        ),
-    )
-
-
-async def load_state(db: Database, device_id: UUID) -> Document | None:
-    """The device's document as the consumer updates it (received or not yet)."""
-    return await db.devices.find_one({"_id": str(device_id)})
-
-
-async def load_device(db: Database, device_id: UUID) -> Document | None:
-    """The device's custody view, once custody has learnt of its reception."""
-    doc = await db.devices.find_one({"_id": str(device_id)}, {"applied": 0})
-    return doc if doc is not None and is_received(doc) else None
-
-
-async def add_event(
-    db: Database, doc: Document | None, device_id: UUID, event_id: str, fields: Document
-) -> Document | None:
-    """Store the device's document with one more event applied, guarded by the version it was
-    read at (a first event inserts it); the stored document, or None if it changed meanwhile."""
-    if doc is None:
-        new = {"_id": str(device_id), **fields, "applied": [event_id], "version": 1}
-        try:
-            await db.devices.insert_one(new)
-        except DuplicateKeyError:  # its first two events came at once: read it again
-            return None
-        return new
-    version = doc.get("version", 0)
-    stored = await update_if(
-        db.devices,
-        doc["_id"],
-        {"version": version, "applied": {"$ne": event_id}},
-        {"$set": fields, "$inc": {"version": 1}, "$push": {"applied": event_id}},
-    )
-    return {**doc, **fields, "version": version + 1} if stored else None
-
-
-async def find_devices(
-    db: Database,
-    *,
-    partner_id: str | None = None,
-    pickup_id: UUID | None = None,
-    stage: str | None = None,
-) -> list[Document]:
-    query: dict[str, Any] = {"partner_id": {"$exists": True}}
-    if partner_id is not None:
-        query["partner_id"] = partner_id
-    if pickup_id is not None:
-        query["pickup_id"] = str(pickup_id)
-    if stage is not None:
-        query["stage"] = stage
-    cursor = db.devices.find(query, {"applied": 0}).sort("received_at", ASCENDING)
-    return [d async for d in cursor]
+    return _CUSTODY.validate_python({k: v for k, v in doc.items() if v is not None})
 
 
 # ---- device summaries -------------------------------------------------------------------------
@@ -206,40 +111,8 @@ def expand_summary(summary: Document) -> Document:
     return expanded
 
 
-async def find_summaries(db: Database, query: dict[str, Any]) -> list[Document]:
-    return [expand_summary(s) async for s in db.device_summaries.find(query)]
-
-
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def save_summary(db: Database, doc: Document) -> None:
-    """Write the device's summary unless a newer version of it is already there."""
-    if not is_received(doc):
-        return
-    summary = summary_of(doc)
-    await update_if(
-        db.device_summaries,
-        summary["_id"],
-        {"version": {"$lt": summary["version"]}},
-        {"$set": {k: v for k, v in summary.items() if k != "_id"}},
-        upsert=True,
-    )
-
-
-async def sync_summaries(db: Database) -> int:
-    """Write the summaries that are missing or behind (after a crash between the two writes)."""
-    known = {
-        d["_id"]: d.get("version", 0)
-        async for d in db.device_summaries.find({}, {"_id": 1, "version": 1})
-    }
-    behind = 0
-    async for doc in db.devices.find({"partner_id": {"$exists": True}}, {"applied": 0}):
-        if known.get(doc["_id"], -1) < doc.get("version", 0):
-            await save_summary(db, doc)
-            behind += 1
-    return behind
 
 
 # ---- operations -------------------------------------------------------------------------------
@@ -252,25 +125,130 @@ def literal_pattern(text: str) -> str:
     return "^" + "".join("\\" + c if c in special else c for c in text) + "$"
 
 
-async def stage_rows(db: Database) -> list[Document]:
-    """One query over every device, only the fields the stage table needs."""
-    return await find_summaries(db, {})
+# ---- the store --------------------------------------------------------------------------------
 
 
-async def find_by_tag_or_serial(db: Database, query: str) -> list[Document]:
-    """Exact asset tag, or serial number ignoring case (scanners and labels disagree on case)."""
-    serial = {"$regex": literal_pattern(query), "$options": "i"}
-    matches = db.device_summaries.find(
-        {"$or": [{"asset_tag": query}, {"serial_number": serial}]}, {"_id": 1}
-    )
-    ids = [m["_id"] async for m in matches]
-    found = [await db.devices.find_one({"_id": i}, {"applied": 0}) for i in ids]
-    return sorted((d for d in found if d is not None), key=lambda d: d["received_at"])
+class Connected(Protocol):
+    """Custody publishes nothing of its own: its store needs the database only."""
+
+    db: Database
 
 
-def _str(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
+class Store:
+    """Every collection call of custody."""
 
+    def __init__(self, connected: Connected) -> None:
+        self._connected = connected
 
-def _uuid(value: str | None) -> UUID | None:
-    return None if value is None else UUID(value)
+    @property
+    def _db(self) -> Database:
+        return self._connected.db
+
+    async def setup(self) -> None:
+        await self._db.devices.create_index([("partner_id", ASCENDING)])
+        await self._db.device_summaries.create_index([("partner_id", ASCENDING)])
+        if await self._db.device_summaries.find_one({}, {"_id": 1}) is None:
+            await self.sync_summaries()  # first start with summaries: copy the existing devices
+
+    # ---- devices ------------------------------------------------------------------------------
+
+    async def load_state(self, device_id: UUID) -> Document | None:
+        """The device's document as the consumer updates it (received or not yet)."""
+        return await self._db.devices.find_one({"_id": str(device_id)})
+
+    async def load_device(self, device_id: UUID) -> Document | None:
+        """The device's custody view, once custody has learnt of its reception."""
+        doc = await self._db.devices.find_one({"_id": str(device_id)}, {"applied": 0})
+        return doc if doc is not None and is_received(doc) else None
+
+    async def add_event(
+        self, doc: Document | None, device_id: UUID, event_id: str, fields: Document
+    ) -> Document | None:
+        """Store the device's document with one more event applied, guarded by the version it
+        was read at (a first event inserts it); the stored document, or None if it changed
+        meanwhile."""
+        if doc is None:
+            new = {"_id": str(device_id), **fields, "applied": [event_id], "version": 1}
+            try:
+                await self._db.devices.insert_one(new)
+            except DuplicateKeyError:  # its first two events came at once: read it again
+                return None
+            return new
+        version = doc.get("version", 0)
+        stored = await update_if(
+            self._db.devices,
+            doc["_id"],
+            {"version": version, "applied": {"$ne": event_id}},
+            {"$set": fields, "$inc": {"version": 1}, "$push": {"applied": event_id}},
+        )
+        return {**doc, **fields, "version": version + 1} if stored else None
+
+    async def find_devices(
+        self,
+        *,
+        partner_id: str | None = None,
+        pickup_id: UUID | None = None,
+        stage: str | None = None,
+    ) -> list[Document]:
+        query: dict[str, Any] = {"partner_id": {"$exists": True}}
+        if partner_id is not None:
+            query["partner_id"] = partner_id
+        if pickup_id is not None:
+            query["pickup_id"] = str(pickup_id)
+        if stage is not None:
+            query["stage"] = stage
+        cursor = self._db.devices.find(query, {"applied": 0}).sort("received_at", ASCENDING)
+        return [d async for d in cursor]
+
+    # ---- device summaries ---------------------------------------------------------------------
+
+    async def find_summaries(self, query: dict[str, Any]) -> list[Document]:
+        return [expand_summary(s) async for s in self._db.device_summaries.find(query)]
+
+    async def donor_devices(self, partner_id: str) -> list[Document]:
+        """One query on the indexed `partner_id`, only the fields the report reads."""
+        return await self.find_summaries({"partner_id": partner_id})
+
+    async def save_summary(self, doc: Document) -> None:
+        """Write the device's summary unless a newer version of it is already there."""
+        if not is_received(doc):
+            return
+        summary = summary_of(doc)
+        await update_if(
+            self._db.device_summaries,
+            summary["_id"],
+            {"version": {"$lt": summary["version"]}},
+            {"$set": {k: v for k, v in summary.items() if k != "_id"}},
+            upsert=True,
+        )
+
+    async def sync_summaries(self) -> int:
+        """Write the summaries that are missing or behind (after a crash between the two
+        writes)."""
+        known = {
+            d["_id"]: d.get("version", 0)
+            async for d in self._db.device_summaries.find({}, {"_id": 1, "version": 1})
+        }
+        behind = 0
+        async for doc in self._db.devices.find({"partner_id": {"$exists": True}}, {"applied": 0}):
+            if known.get(doc["_id"], -1) < doc.get("version", 0):
+                await self.save_summary(doc)
+                behind += 1
+        return behind
+
+    # ---- operations ---------------------------------------------------------------------------
+
+    async def stage_rows(self) -> list[Document]:
+        """One query over every device, only the fields the stage table needs."""
+        return await self.find_summaries({})
+
+    async def find_by_tag_or_serial(self, query: str) -> list[Document]:
+        """Exact asset tag, or serial number ignoring case (scanners and labels disagree on
+        case)."""
+        serial = {"$regex": literal_pattern(query), "$options": "i"}
+        matches = self._db.device_summaries.find(
+            {"$or": [{"asset_tag": query}, {"serial_number": serial}]}, {"_id": 1}
+        )
+        ids = [m["_id"] async for m in matches]
+        found = [await self._db.devices.find_one({"_id": i}, {"applied": 0}) for i in ids]
+        return sorted((d for d in found if d is not None), key=lambda d: d["received_at"])

@@ -1,6 +1,7 @@
 """Intake's HTTP API: donors ask for pickups; staff scan devices in. What became of each device is
 the custody service's to answer (`moved`: the old read paths redirect there)."""
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
@@ -8,11 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.intake import handlers, store
-from services.intake.domain import Pickup, PickupStatus, Scan
+from services.intake import handlers
+from services.intake.domain import Pickup, PickupStatus, ReceivedDevice, Scan
+from services.intake.store import Store
 from shared.auth import Principal, Role
+from shared.devices import RegisteredDevice
 from shared.events import Address, Contact, DeviceCategory, NonEmpty, TimeWindow
-from shared.mongo import Document
 from shared.service import Runtime
 
 
@@ -86,55 +88,20 @@ class PickupView(BaseModel):
     created_at: datetime
 
 
-class DeviceView(BaseModel):
+class DeviceView(RegisteredDevice):
     """A device as intake registered it; its stage, history and certificates are custody's
     (`custody_url`)."""
 
-    device_id: UUID
-    pickup_id: UUID
-    partner_id: str
-    asset_tag: str
-    asset_tag_generated: bool
-    serial_number: str | None
-    category: DeviceCategory
-    make: str
-    model: str
-    weight_kg: float
-    received_at: datetime
     custody_url: str = Field(description="The device's custody view: stage, history, certificates")
 
 
 def pickup_view(pickup: Pickup, devices_received: int) -> PickupView:
-    return PickupView(
-        pickup_id=pickup.pickup_id,
-        partner_id=pickup.partner_id,
-        status=pickup.status,
-        address=pickup.address,
-        contact=pickup.contact,
-        window=pickup.window,
-        expected=pickup.expected,
-        notes=pickup.notes,
-        scheduled_for=pickup.scheduled_for,
-        devices_received=devices_received,
-        created_at=pickup.created_at,
-    )
+    return PickupView.model_validate({**asdict(pickup), "devices_received": devices_received})
 
 
-def device_view(doc: Document, custody_url: str) -> DeviceView:
-    return DeviceView(
-        device_id=UUID(doc["_id"]),
-        pickup_id=UUID(doc["pickup_id"]),
-        partner_id=doc["partner_id"],
-        asset_tag=doc["asset_tag"],
-        asset_tag_generated=doc["asset_tag_generated"],
-        serial_number=doc.get("serial_number"),
-        category=DeviceCategory(doc["category"]),
-        make=doc["make"],
-        model=doc["model"],
-        weight_kg=doc["weight_kg"],
-        received_at=doc["received_at"],
-        custody_url=f"{custody_url.rstrip('/')}/devices/{doc['_id']}",
-    )
+def device_view(device: ReceivedDevice, custody_url: str) -> DeviceView:
+    url = f"{custody_url.rstrip('/')}/devices/{device.device_id}"
+    return DeviceView.model_validate({**asdict(device), "custody_url": url})
 
 
 def _own(principal: Principal) -> str | None:
@@ -146,7 +113,7 @@ def _not_found(exc: LookupError) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0]) if exc.args else "not found")
 
 
-def router(runtime: Runtime, custody_url: str) -> APIRouter:
+def router(runtime: Runtime, store: Store, custody_url: str) -> APIRouter:
     api = APIRouter()
     anyone = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
     donor = Depends(runtime.require(Role.DONOR))
@@ -155,12 +122,12 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
 
     async def pickup_or_404(pickup_id: UUID, principal: Principal) -> Pickup:
         try:
-            return await handlers.visible_pickup(runtime, pickup_id, _own(principal))
+            return await handlers.visible_pickup(store, pickup_id, _own(principal))
         except handlers.UnknownPickup as exc:
             raise _not_found(exc) from exc
 
     async def view_of(pickup: Pickup) -> PickupView:
-        return pickup_view(pickup, await store.count_devices(runtime.db, pickup.pickup_id))
+        return pickup_view(pickup, await store.count_devices(pickup.pickup_id))
 
     @api.post(
         "/pickups",
@@ -172,7 +139,7 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
         body: PickupRequest, principal: Annotated[Principal, donor]
     ) -> PickupView:
         pickup = await handlers.request_pickup(
-            runtime,
+            store,
             partner_id=principal.partner_id,
             address=body.address,
             contact=body.contact,
@@ -188,8 +155,8 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
         partner_id: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[PickupView]:
         partner = _own(principal) or partner_id
-        pickups = await store.find_pickups(runtime.db, partner)
-        counts = await store.devices_per_pickup(runtime.db, [p.pickup_id for p in pickups])
+        pickups = await store.find_pickups(partner)
+        counts = await store.devices_per_pickup([p.pickup_id for p in pickups])
         return [pickup_view(p, counts[p.pickup_id]) for p in pickups]
 
     @api.get("/pickups/{pickup_id}", tags=["pickups"], summary="One pickup")
@@ -202,7 +169,7 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
     ) -> PickupView:
         try:
             pickup = await handlers.schedule_pickup(
-                runtime, pickup_id, scheduled_for=body.scheduled_for, by=principal.partner_id
+                store, pickup_id, scheduled_for=body.scheduled_for, by=principal.partner_id
             )
         except handlers.UnknownPickup as exc:
             raise _not_found(exc) from exc
@@ -217,7 +184,7 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
         pickup_id: UUID, body: CompleteRequest, principal: Annotated[Principal, staff]
     ) -> PickupView:
         try:
-            pickup = await handlers.complete_pickup(runtime, pickup_id, by=principal.partner_id)
+            pickup = await handlers.complete_pickup(store, pickup_id, by=principal.partner_id)
         except handlers.UnknownPickup as exc:
             raise _not_found(exc) from exc
         return await view_of(pickup)
@@ -232,7 +199,7 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
     ) -> PickupView:
         try:
             pickup = await handlers.cancel_pickup(
-                runtime, pickup_id, reason=body.reason, visible_to=_own(principal)
+                store, pickup_id, reason=body.reason, visible_to=_own(principal)
             )
         except handlers.UnknownPickup as exc:
             raise _not_found(exc) from exc
@@ -253,13 +220,13 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
     ) -> DeviceView:
         scan = Scan(**body.model_dump())
         try:
-            doc, created = await handlers.scan_device(
-                runtime, pickup_id, scan, scanned_by=principal.partner_id
+            device, created = await handlers.scan_device(
+                store, pickup_id, scan, scanned_by=principal.partner_id
             )
         except handlers.UnknownPickup as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown pickup") from exc
         if not created:
             response.status_code = status.HTTP_200_OK
-        return device_view(doc, custody_url)
+        return device_view(device, custody_url)
 
     return api

@@ -6,10 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from pymongo.errors import DuplicateKeyError
-
-from services.intake import domain, store
-from services.intake.domain import Pickup, Scan, to_millis
+from services.intake import domain
+from services.intake.domain import Pickup, ReceivedDevice, Scan, to_millis
+from services.intake.store import Store
 from shared.events import (
     Address,
     Contact,
@@ -17,9 +16,6 @@ from shared.events import (
     PickupEvent,
     TimeWindow,
 )
-from shared.mongo import Document, update_if
-from shared.outbox import outbox_doc, outbox_set
-from shared.service import Runtime
 from shared.usecase import Busy, Unknown
 
 ATTEMPTS = 5
@@ -38,7 +34,7 @@ def now() -> datetime:
 
 
 async def request_pickup(
-    runtime: Runtime,
+    store: Store,
     *,
     partner_id: str,
     address: Address,
@@ -58,15 +54,14 @@ async def request_pickup(
         now=now(),
         event_id=uuid4(),
     )
-    doc = {"_id": str(pickup.pickup_id), **store.pickup_doc(pickup), **outbox_doc([event])}
-    await runtime.db.pickups.insert_one(doc)
-    await runtime.relay.flush(runtime.db.pickups, doc["_id"])
+    await store.insert_pickup(pickup, [event])
+    await store.flush_pickup(pickup.pickup_id)
     return pickup
 
 
-async def visible_pickup(runtime: Runtime, pickup_id: UUID, visible_to: str | None) -> Pickup:
+async def visible_pickup(store: Store, pickup_id: UUID, visible_to: str | None) -> Pickup:
     """The pickup, if the caller may see it (`visible_to` None: staff see every pickup)."""
-    pickup = await store.load_pickup(runtime.db, pickup_id)
+    pickup = await store.load_pickup(pickup_id)
     if pickup is None or (visible_to is not None and pickup.partner_id != visible_to):
         raise UnknownPickup(f"unknown pickup {pickup_id}")
     return pickup
@@ -76,30 +71,24 @@ Decide = Callable[[Pickup, int], tuple[Pickup, PickupEvent]]
 
 
 async def change_pickup(
-    runtime: Runtime, pickup_id: UUID, visible_to: str | None, decide: Decide
+    store: Store, pickup_id: UUID, visible_to: str | None, decide: Decide
 ) -> Pickup:
     """Apply one decision to a pickup, guarded by the status it was decided on."""
     for _ in range(ATTEMPTS):
-        pickup = await visible_pickup(runtime, pickup_id, visible_to)
-        received = await store.count_devices(runtime.db, pickup_id)
+        pickup = await visible_pickup(store, pickup_id, visible_to)
+        received = await store.count_devices(pickup_id)
         changed, event = decide(pickup, received)
-        stored = await update_if(
-            runtime.db.pickups,
-            str(pickup_id),
-            {"status": pickup.status.value},
-            {"$set": {**store.pickup_doc(changed), **outbox_set([event])}},
-        )
-        if stored:
-            await runtime.relay.flush(runtime.db.pickups, str(pickup_id))
+        if await store.save_pickup(pickup, changed, [event]):
+            await store.flush_pickup(pickup_id)
             return changed
     raise Busy(f"pickup {pickup_id} kept changing")
 
 
 async def schedule_pickup(
-    runtime: Runtime, pickup_id: UUID, *, scheduled_for: datetime, by: str
+    store: Store, pickup_id: UUID, *, scheduled_for: datetime, by: str
 ) -> Pickup:
     return await change_pickup(
-        runtime,
+        store,
         pickup_id,
         None,
         lambda p, _: domain.schedule_pickup(
@@ -108,9 +97,9 @@ async def schedule_pickup(
     )
 
 
-async def complete_pickup(runtime: Runtime, pickup_id: UUID, *, by: str) -> Pickup:
+async def complete_pickup(store: Store, pickup_id: UUID, *, by: str) -> Pickup:
     return await change_pickup(
-        runtime,
+        store,
         pickup_id,
         None,
         lambda p, n: domain.complete_pickup(
@@ -120,10 +109,10 @@ async def complete_pickup(runtime: Runtime, pickup_id: UUID, *, by: str) -> Pick
 
 
 async def cancel_pickup(
-    runtime: Runtime, pickup_id: UUID, *, reason: str, visible_to: str | None
+    store: Store, pickup_id: UUID, *, reason: str, visible_to: str | None
 ) -> Pickup:
     return await change_pickup(
-        runtime,
+        store,
         pickup_id,
         visible_to,
         lambda p, n: domain.cancel_pickup(
@@ -136,31 +125,30 @@ async def cancel_pickup(
 
 
 async def scan_device(
-    runtime: Runtime, pickup_id: UUID, scan: Scan, *, scanned_by: str
-) -> tuple[Document, bool]:
-    """Register the scanned device once; returns (device document, newly created?).
+    store: Store, pickup_id: UUID, scan: Scan, *, scanned_by: str
+) -> tuple[ReceivedDevice, bool]:
+    """Register the scanned device once; returns (the device, newly created?).
 
     Unique indexes on the asset tag and on (make, serial) settle races between two scans of the
     same device: the loser re-reads and answers with the winner's device.
     """
-    db = runtime.db
     for _ in range(ATTEMPTS):
-        pickup = await store.load_pickup(db, pickup_id)
+        pickup = await store.load_pickup(pickup_id)
         if pickup is None:
             raise UnknownPickup(f"unknown pickup {pickup_id}")
-        by_tag = await store.find_by_asset_tag(db, scan.asset_tag) if scan.asset_tag else None
+        by_tag = await store.find_by_asset_tag(scan.asset_tag) if scan.asset_tag else None
         by_serial = (
-            await store.find_by_serial_key(db, domain.serial_key(scan.make, scan.serial_number))
+            await store.find_by_serial_key(domain.serial_key(scan.make, scan.serial_number))
             if scan.serial_number
             else None
         )
         decision = domain.decide_scan(pickup, scan, by_tag=by_tag, by_serial=by_serial)
         if isinstance(decision, domain.SameDevice):
-            doc = await store.load_device(db, decision.device_id)
-            if doc is not None:
-                return doc, False
+            existing = await store.load_device(decision.device_id)
+            if existing is not None:
+                return existing, False
             continue
-        tag = decision.asset_tag or domain.generated_asset_tag(await store.next_asset_number(db))
+        tag = decision.asset_tag or domain.generated_asset_tag(await store.next_asset_number())
         device, event = domain.receive_device(
             pickup,
             scan,
@@ -171,18 +159,15 @@ async def scan_device(
             now=now(),
             event_id=uuid4(),
         )
-        doc = store.device_doc(device)
-        await store.begin_receiving(db, pickup_id, device.device_id)
-        try:
-            await db.devices.insert_one({**doc, **outbox_doc([event])})
-        except DuplicateKeyError:
-            await store.end_receiving(db, pickup_id, device.device_id, inserted=False)
+        await store.begin_receiving(pickup_id, device.device_id)
+        if not await store.insert_device(device, [event]):
+            await store.end_receiving(pickup_id, device.device_id, inserted=False)
             # Scanned meanwhile, or a device whose keys a crash never wrote: find it the slow
             # way (which writes its keys) and decide again.
-            await store.find_conflicting(db, doc["asset_tag"], doc.get("serial_key"))
+            await store.find_conflicting(device.asset_tag, device.serial_key)
             continue
-        await store.end_receiving(db, pickup_id, device.device_id, inserted=True)
-        await store.save_keys(db, doc)
-        await runtime.relay.flush(db.devices, str(device.device_id))
-        return doc, True
+        await store.end_receiving(pickup_id, device.device_id, inserted=True)
+        await store.save_device_keys(device)
+        await store.flush_device(device.device_id)
+        return device, True
     raise Busy(f"scanning into pickup {pickup_id} kept colliding")

@@ -1,8 +1,9 @@
 from faststream.specification import AsyncAPI
 
 from services.intake import api, manifest_api, moved
+from services.intake.manifest_store import ManifestStore
 from services.intake.settings import Settings
-from services.intake.store import setup
+from services.intake.store import Store
 from shared.bodies import BodyLimit
 from shared.events import (
     DeviceReceived,
@@ -22,6 +23,8 @@ bus = EventBus(
     [PickupRequested, PickupScheduled, PickupCompleted, PickupCancelled, DeviceReceived],
 )
 runtime = Runtime(settings, bus)
+store = Store(runtime)
+manifests = ManifestStore(runtime, store)
 
 
 asyncapi = AsyncAPI(broker, title="intake", version="0.1.0")
@@ -30,11 +33,11 @@ app = create_app(
     broker=broker,
     asyncapi=asyncapi,
     runtime=runtime,
-    setup=setup,
+    setup=lambda _: store.setup(),
     outbox=lambda db: [db.pickups, db.devices],
     routers=[
-        api.router(runtime, settings.custody_url),
-        manifest_api.router(runtime, settings),
+        api.router(runtime, store, settings.custody_url),
+        manifest_api.router(runtime, store, manifests, settings),
         moved.router(settings.custody_url),
     ],
     description="Pickups requested by donors; devices scanned into the warehouse. What "

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from services.intake import domain
@@ -127,6 +127,9 @@ class ManifestRow:
             asset_tag=self.asset_tag,
             serial_number=self.serial_number,
         )
+
+
+_ROW = TypeAdapter(ManifestRow)
 
 
 # ---- one row ----------------------------------------------------------------------------------
@@ -261,15 +264,7 @@ def row_fields(pickup: Pickup, row: ManifestRow) -> Document:
 
 
 def row_from_doc(doc: Document) -> ManifestRow:
-    return ManifestRow(
-        row=doc["row"],
-        category=DeviceCategory(doc["category"]),
-        make=doc["make"],
-        model=doc["model"],
-        weight_kg=doc["weight_kg"],
-        asset_tag=doc.get("asset_tag"),
-        serial_number=doc.get("serial_number"),
-    )
+    return _ROW.validate_python(doc)
 
 
 # ---- what an import changes -------------------------------------------------------------------

@@ -10,21 +10,22 @@ pickup. `GET /pickups/{id}/manifest` reads it a page at a time. Every read is by
 own use case, so `device.received` is the same as for a manual scan.
 """
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake import handlers, manifest_handlers, station, store
-from services.intake import manifest_store as rows_store
+from services.intake import handlers, manifest_handlers, station
 from services.intake.api import DeviceView, device_view
 from services.intake.domain import Pickup
 from services.intake.manifest import ImportResult, ManifestUpload
+from services.intake.manifest_store import ManifestStore, TooManyRows
 from services.intake.settings import Settings
+from services.intake.store import Store
 from shared.auth import Principal, Role
 from shared.events import DeviceCategory, NonEmpty
-from shared.mongo import Document
 from shared.service import Runtime
 
 
@@ -67,18 +68,11 @@ class ScannedDeviceView(DeviceView):
     manifest_rows: int
 
 
-def row_view(doc: Document) -> ManifestRowView:
+def row_view(doc: Mapping[str, Any]) -> ManifestRowView:
+    """A stored manifest row (its `device_id` set once scanned)."""
     device_id = doc.get("device_id")
-    return ManifestRowView(
-        row=doc["row"],
-        asset_tag=doc.get("asset_tag"),
-        serial_number=doc.get("serial_number"),
-        category=DeviceCategory(doc["category"]),
-        make=doc["make"],
-        model=doc["model"],
-        weight_kg=doc["weight_kg"],
-        scanned=device_id is not None,
-        device_id=UUID(device_id) if device_id else None,
+    return ManifestRowView.model_validate(
+        {**doc, "scanned": device_id is not None, "device_id": device_id or None}
     )
 
 
@@ -89,7 +83,9 @@ def _own(principal: Principal) -> str | None:
 MAX_PAGE = 1000
 
 
-def router(runtime: Runtime, settings: Settings) -> APIRouter:
+def router(
+    runtime: Runtime, store: Store, rows_store: ManifestStore, settings: Settings
+) -> APIRouter:
     api = APIRouter()
     donor_or_staff = Depends(runtime.require(Role.DONOR, Role.STAFF))
     readers = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
@@ -97,7 +93,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
 
     async def pickup_or_404(pickup_id: UUID, principal: Principal) -> Pickup:
         try:
-            return await handlers.visible_pickup(runtime, pickup_id, _own(principal))
+            return await handlers.visible_pickup(store, pickup_id, _own(principal))
         except handlers.UnknownPickup as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -116,14 +112,15 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
         pickup = await pickup_or_404(pickup_id, principal)
         try:
             return await manifest_handlers.import_rows(
-                runtime,
+                store,
+                rows_store,
                 pickup,
                 body,
                 by=principal.partner_id,
                 shown_to=_own(principal),
                 max_rows=settings.manifest_max_rows,
             )
-        except rows_store.TooManyRows as exc:
+        except TooManyRows as exc:
             raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc)) from exc
 
     @api.get(
@@ -142,8 +139,8 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
     ) -> ManifestView:
         await pickup_or_404(pickup_id, principal)
         start = 0 if cursor is None else int(cursor)
-        docs, following = await store.manifest_page(runtime.db, pickup_id, start, limit)
-        scanned, total = await rows_store.progress(runtime.db, pickup_id)
+        docs, following = await store.manifest_page(pickup_id, start, limit)
+        scanned, total = await rows_store.progress(pickup_id)
         return ManifestView(
             pickup_id=pickup_id,
             rows_total=total,
@@ -172,7 +169,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
     ) -> ScannedDeviceView:
         try:
             device, created, row = await manifest_handlers.scan_code(
-                runtime, pickup_id, body.code, body.location, by=principal.partner_id
+                store, rows_store, pickup_id, body.code, body.location, by=principal.partner_id
             )
         except (handlers.UnknownPickup, manifest_handlers.UnknownCode) as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
@@ -180,7 +177,7 @@ def router(runtime: Runtime, settings: Settings) -> APIRouter:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         if not created:
             response.status_code = status.HTTP_200_OK
-        scanned, total = await rows_store.progress(runtime.db, pickup_id)
+        scanned, total = await rows_store.progress(pickup_id)
         return ScannedDeviceView(
             **device_view(device, settings.custody_url).model_dump(),
             manifest_row=row,

@@ -4,16 +4,16 @@ is the same as for a manual scan."""
 
 from uuid import UUID
 
-from services.intake import handlers, manifest, store
-from services.intake import manifest_store as rows_store
-from services.intake.domain import Pickup
+from services.intake import handlers, manifest
+from services.intake.domain import Pickup, ReceivedDevice
 from services.intake.manifest import ImportResult, ManifestUpload
-from shared.mongo import Document
-from shared.service import Runtime
+from services.intake.manifest_store import ManifestStore
+from services.intake.store import Store
 
 
 async def import_rows(
-    runtime: Runtime,
+    store: Store,
+    rows_store: ManifestStore,
     pickup: Pickup,
     upload: ManifestUpload,
     *,
@@ -30,14 +30,13 @@ async def import_rows(
     rows, invalid = manifest.validate_upload(upload.rows)
     if not rows:
         return manifest.result_of([], invalid)
-    db = runtime.db
-    async with store.manifest_turn(db, pickup.pickup_id):
-        known = await rows_store.known_for(db, pickup.pickup_id, rows)
+    async with store.manifest_turn(pickup.pickup_id):
+        known = await rows_store.known_for(pickup.pickup_id, rows)
         decisions = manifest.plan_import(
             pickup, rows, known, now=handlers.now(), by=by, shown_to=shown_to
         )
         writes = [d for d in decisions if isinstance(d, manifest.Write)]
-        await rows_store.store_writes(db, pickup.pickup_id, writes, known, max_rows)
+        await rows_store.store_writes(pickup.pickup_id, writes, known, max_rows)
     return manifest.result_of(decisions, invalid)
 
 
@@ -50,14 +49,14 @@ class AmbiguousCode(LookupError):
 
 
 async def scan_code(
-    runtime: Runtime, pickup_id: UUID, code: str, location: str, *, by: str
-) -> tuple[Document, bool, int]:
+    store: Store, rows_store: ManifestStore, pickup_id: UUID, code: str, location: str, *, by: str
+) -> tuple[ReceivedDevice, bool, int]:
     """Register the device on the manifest row the code names; (device, new?, row number)."""
-    pickup = await handlers.visible_pickup(runtime, pickup_id, None)
+    pickup = await handlers.visible_pickup(store, pickup_id, None)
     manifest.ensure_open(
         pickup, "scan device", f"no device can be scanned into a {pickup.status.value} pickup"
     )
-    found = await rows_store.rows_for_code(runtime.db, pickup_id, code)
+    found = await rows_store.rows_for_code(pickup_id, code)
     if not found:
         raise UnknownCode(f"code {code} is not on the manifest of pickup {pickup_id}")
     if len(found) > 1:
@@ -65,6 +64,6 @@ async def scan_code(
         raise AmbiguousCode(f"serial {code} is on rows {rows} of the manifest: scan the asset tag")
     row = found[0]
     scan = manifest.row_from_doc(row).scan(location)
-    device, created = await handlers.scan_device(runtime, pickup_id, scan, scanned_by=by)
-    await rows_store.mark_scanned(runtime.db, pickup_id, row["_id"], UUID(device["_id"]))
+    device, created = await handlers.scan_device(store, pickup_id, scan, scanned_by=by)
+    await rows_store.mark_scanned(pickup_id, row["_id"], device.device_id)
     return device, created, row["row"]

@@ -5,20 +5,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
 
+from pydantic import TypeAdapter
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.intake.domain import (
-    KnownDevice,
-    Pickup,
-    PickupStatus,
-    ReceivedDevice,
-)
-from shared.events import Address, Contact, DeviceCategory, TimeWindow
+from services.intake.domain import KnownDevice, Pickup, ReceivedDevice
+from shared.events import Event
 from shared.mongo import (
     DUPLICATE_KEY,
     Database,
@@ -28,23 +25,16 @@ from shared.mongo import (
     lease,
     list_pending,
     settle_pending,
+    to_document,
+    update_if,
 )
+from shared.outbox import Connected, outbox_doc, outbox_set
 
 ASSET_TAG_COUNTER = "asset_tag"
 
-
-async def setup(db: Database) -> None:
-    await db.devices.create_index([("asset_tag", ASCENDING)], unique=True)
-    await db.devices.create_index([("serial_key", ASCENDING)], unique=True, sparse=True)
-    await db.devices.create_index([("pickup_id", ASCENDING)])
-    await db.devices.create_index([("partner_id", ASCENDING)])
-    await db.pickups.create_index([("partner_id", ASCENDING)])
-    if await db.device_keys.find_one({}, {"_id": 1}) is None:
-        await sync_keys(db)  # first start with keys: index the existing devices
-    if await db.pickup_devices.find_one({}, {"_id": 1}) is None:
-        await sync_pickup_devices(db)  # first start with the lists: list the existing devices
-    if await db.manifest_lists.find_one({}, {"_id": 1}) is None:
-        await sync_manifest_lists(db)  # first start with the lists: list the existing rows
+_PICKUP = TypeAdapter(Pickup)
+_DEVICE = TypeAdapter(ReceivedDevice)
+_KNOWN = TypeAdapter(KnownDevice)
 
 
 # ---- pickups ----------------------------------------------------------------------------------
@@ -52,132 +42,33 @@ async def setup(db: Database) -> None:
 
 def pickup_doc(pickup: Pickup) -> Document:
     """The pickup's state fields (without `_id`), ready for `$set` or an insert."""
-    return {
-        "partner_id": pickup.partner_id,
-        "status": pickup.status.value,
-        "address": pickup.address.model_dump(),
-        "contact": pickup.contact.model_dump(),
-        "window": pickup.window.model_dump(),
-        "expected": {c.value: n for c, n in pickup.expected.items()},
-        "notes": pickup.notes,
-        "created_at": pickup.created_at,
-        "scheduled_for": pickup.scheduled_for,
-        "cancel_reason": pickup.cancel_reason,
-    }
+    doc: Document = to_document(_PICKUP.dump_python(pickup))
+    del doc["pickup_id"]
+    return doc
 
 
 def pickup_from_doc(doc: Document) -> Pickup:
-    return Pickup(
-        pickup_id=UUID(doc["_id"]),
-        partner_id=doc["partner_id"],
-        status=PickupStatus(doc["status"]),
-        address=Address.model_validate(doc["address"]),
-        contact=Contact.model_validate(doc["contact"]),
-        window=TimeWindow.model_validate(doc["window"]),
-        expected={DeviceCategory(c): int(n) for c, n in doc["expected"].items()},
-        notes=doc.get("notes"),
-        created_at=doc["created_at"],
-        scheduled_for=doc.get("scheduled_for"),
-        cancel_reason=doc.get("cancel_reason"),
-    )
-
-
-async def load_pickup(db: Database, pickup_id: UUID) -> Pickup | None:
-    doc = await db.pickups.find_one({"_id": str(pickup_id)}, {"outbox": 0})
-    return pickup_from_doc(doc) if doc else None
-
-
-async def find_pickups(db: Database, partner_id: str | None) -> list[Pickup]:
-    query: dict[str, Any] = {} if partner_id is None else {"partner_id": partner_id}
-    cursor = db.pickups.find(query, {"outbox": 0}).sort("created_at", ASCENDING)
-    return [pickup_from_doc(d) async for d in cursor]
-
-
-# `pickup_devices` (_id = pickup id) lists the devices scanned into each pickup, so that counting
-# them is one lookup by `_id` whatever the store (docs/store.md). A scan lists the new device as
-# pending before inserting it and as received after (`shared.mongo.list_pending`).
-
-
-async def begin_receiving(db: Database, pickup_id: UUID, device_id: UUID) -> None:
-    await list_pending(db.pickup_devices, str(pickup_id), str(device_id))
-
-
-async def end_receiving(db: Database, pickup_id: UUID, device_id: UUID, *, inserted: bool) -> None:
-    await settle_pending(db.pickup_devices, str(pickup_id), str(device_id), belongs=inserted)
-
-
-async def sync_pickup_devices(db: Database) -> int:
-    """List every device under its pickup (a store from before `pickup_devices`)."""
-    by_pickup: dict[str, list[str]] = {}
-    async for doc in db.devices.find({}, {"pickup_id": 1}):
-        by_pickup.setdefault(doc["pickup_id"], []).append(doc["_id"])
-    for pickup_id, device_ids in by_pickup.items():
-        await db.pickup_devices.update_one(
-            {"_id": pickup_id}, {"$addToSet": {"device_ids": {"$each": device_ids}}}, upsert=True
-        )
-    return sum(len(ids) for ids in by_pickup.values())
-
-
-async def count_devices(db: Database, pickup_id: UUID) -> int:
-    return (await devices_per_pickup(db, [pickup_id]))[pickup_id]
-
-
-async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID, int]:
-    """How many devices were scanned into each pickup (reads by `_id` only)."""
-    lists = await find_by_ids(db.pickup_devices, [str(p) for p in pickup_ids])
-    received = {p: set(doc.get("device_ids") or ()) for p, doc in lists.items()}
-    pending = [
-        (p, d)
-        for p, doc in lists.items()
-        for d in doc.get("pending_ids") or ()
-        if d not in received[p]
-    ]
-    found = await find_by_ids(db.devices, [d for _, d in pending], {"pickup_id": 1})
-    inserted = Counter(p for p, d in pending if found.get(d, {}).get("pickup_id") == p)
-    return {p: len(received.get(str(p), ())) + inserted[str(p)] for p in pickup_ids}
+    return _PICKUP.validate_python({**doc, "pickup_id": doc["_id"]})
 
 
 # ---- devices ----------------------------------------------------------------------------------
 
 
 def device_doc(device: ReceivedDevice) -> Document:
-    doc: Document = {
-        "_id": str(device.device_id),
-        "pickup_id": str(device.pickup_id),
-        "partner_id": device.partner_id,
-        "asset_tag": device.asset_tag,
-        "asset_tag_generated": device.asset_tag_generated,
-        "serial_number": device.serial_number,
-        "category": device.category.value,
-        "make": device.make,
-        "model": device.model,
-        "weight_kg": device.weight_kg,
-        "location": device.location,
-        "scanned_by": device.scanned_by,
-        "received_at": device.received_at,
-    }
+    fields: Document = to_document(_DEVICE.dump_python(device))
+    doc: Document = {"_id": fields.pop("device_id"), **fields}
     if device.serial_key is not None:
         doc["serial_key"] = device.serial_key
     return doc
 
 
+def device_from_doc(doc: Document) -> ReceivedDevice:
+    return _DEVICE.validate_python({**doc, "device_id": doc["_id"]})
+
+
 def known_device(doc: Document) -> KnownDevice:
-    return KnownDevice(
-        device_id=UUID(doc["_id"]),
-        pickup_id=UUID(doc["pickup_id"]),
-        asset_tag=doc["asset_tag"],
-        # intake knows a device as received; what became of it since is custody's
-        stage="received",
-        partner_id=doc.get("partner_id"),
-    )
-
-
-# A scan looks the device up by asset tag and by serial. `device_keys` answers both by `_id`
-# ("tag:<asset tag>", "serial:<serial key>" -> device id), which every store looks up by index
-# (a stand-in may use no other: docs/store.md). The unique
-# indexes on `devices` stay the arbiter of duplicates; keys are written after the device, so a
-# crash in between leaves a device without keys: the scan that then collides with it finds it
-# the slow way (`find_conflicting`) and writes its keys.
+    # intake knows a device as received; what became of it since is custody's
+    return _KNOWN.validate_python({**doc, "device_id": doc["_id"], "stage": "received"})
 
 
 def _keys_of(doc: Document) -> list[str]:
@@ -187,97 +78,12 @@ def _keys_of(doc: Document) -> list[str]:
     return keys
 
 
-async def save_keys(db: Database, doc: Document) -> None:
-    """Let the device's asset tag and serial find it (idempotent)."""
-    for key in _keys_of(doc):
-        point = {"$set": {"device_id": doc["_id"]}}
-        try:
-            await db.device_keys.update_one({"_id": key}, point, upsert=True)
-        except DuplicateKeyError:  # two scans of one device upserted at once: it exists now
-            await db.device_keys.update_one({"_id": key}, point)
+_IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1}
 
 
-async def _find_by_key(db: Database, key: str, field: str, value: str) -> KnownDevice | None:
-    entry = await db.device_keys.find_one({"_id": key})
-    if entry is None:
-        return None
-    doc = await db.devices.find_one({"_id": entry["device_id"]}, _IDENTITY | {field: 1})
-    return known_device(doc) if doc and doc.get(field) == value else None
-
-
-async def find_by_asset_tag(db: Database, asset_tag: str) -> KnownDevice | None:
-    return await _find_by_key(db, f"tag:{asset_tag}", "asset_tag", asset_tag)
-
-
-async def find_by_serial_key(db: Database, key: str) -> KnownDevice | None:
-    return await _find_by_key(db, f"serial:{key}", "serial_key", key)
-
-
-async def find_by_keys(db: Database, field: str, values: list[str]) -> dict[str, KnownDevice]:
-    """The devices holding these asset tags (`field` "asset_tag") or serial keys ("serial_key"),
-    by value, read by `_id` only (a batch of manifest rows looks up many at once)."""
-    prefix = {"asset_tag": "tag", "serial_key": "serial"}[field]
-    entries = await find_by_ids(db.device_keys, [f"{prefix}:{v}" for v in values])
-    device_ids = [entry["device_id"] for entry in entries.values()]
-    docs = await find_by_ids(db.devices, device_ids, _IDENTITY | {field: 1})
-    wanted = set(values)
-    return {doc[field]: known_device(doc) for doc in docs.values() if doc.get(field) in wanted}
-
-
-async def find_conflicting(
-    db: Database, asset_tag: str | None, serial_key: str | None
-) -> list[Document]:
-    """The devices holding this tag or serial, read the slow way, and their keys written."""
-    found = []
-    for field, value in (("asset_tag", asset_tag), ("serial_key", serial_key)):
-        if value is not None and (doc := await db.devices.find_one({field: value}, _IDENTITY)):
-            found.append(doc)
-    for doc in found:
-        full = await db.devices.find_one({"_id": doc["_id"]}, {"asset_tag": 1, "serial_key": 1})
-        if full is not None:
-            await save_keys(db, full)
-    return found
-
-
-async def sync_keys(db: Database) -> int:
-    """Write the keys of every device (a store from before `device_keys`)."""
-    written = 0
-    async for doc in db.devices.find({}, {"asset_tag": 1, "serial_key": 1}):
-        await save_keys(db, doc)
-        written += 1
-    return written
-
-
-async def load_device(db: Database, device_id: UUID) -> Document | None:
-    return await db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
-
-
-# ---- manifest lists -----------------------------------------------------------------------------
-
-# A pickup's manifest rows (`manifest`, one document per row, `_id` derived from the pickup and
-# the row's tag or serial) are found by `_id` only, so one pickup's long list costs nothing to
-# another pickup's scans on any store (docs/store.md):
-# - `manifest_lists` (_id = pickup id): `listed`, the rows given a place so far, and `scanned`;
-# - `manifest_pages` (_id = "<pickup id>:<page>"): `slots`, place -> row id, MANIFEST_PAGE a page;
-#   each row stores its place as `seq`, and a slot whose row says otherwise is stale;
-# - `manifest_serials` (_id = "<pickup id>:<folded serial>"): `row_ids`, the rows with it.
-# Slots and serials are written before the rows they name, `listed` after, all in one turn of
-# the pickup's writers. A crash in between leaves slots past `listed` (overwritten by the next
-# import) and rows whose `seq` is not below `listed`: the next import of them lists them again.
+# ---- manifest lists ---------------------------------------------------------------------------
 
 MANIFEST_PAGE = 100
-
-
-def manifest_turn(db: Database, pickup_id: UUID) -> AbstractAsyncContextManager[None]:
-    """The writers of one pickup's manifest take turns, in every intake instance (its counts
-    are read, then written): a lease on the pickup's `manifest_lists` document."""
-    return lease(db.manifest_lists, str(pickup_id), ttl_s=30.0, wait_s=60.0)
-
-
-async def manifest_counts(db: Database, pickup_id: UUID) -> tuple[int, int]:
-    """(rows listed, rows scanned) of a pickup's manifest: one read by `_id`."""
-    doc = await db.manifest_lists.find_one({"_id": str(pickup_id)})
-    return (0, 0) if doc is None else (int(doc.get("listed", 0)), int(doc.get("scanned", 0)))
 
 
 def is_listed(row: Document | None, listed: int) -> bool:
@@ -292,125 +98,319 @@ def _serial_id(pickup_id: UUID, serial_fold: str) -> str:
     return f"{pickup_id}:{serial_fold}"
 
 
-async def put_in_slots(db: Database, pickup_id: UUID, places: dict[str, int]) -> None:
-    """Give rows (row id -> place) their places, before the rows are written."""
-    by_page: dict[int, dict[str, str]] = {}
-    for row_id, seq in places.items():
-        by_page.setdefault(seq // MANIFEST_PAGE, {})[f"slots.{seq}"] = row_id
-    for page, slots in sorted(by_page.items()):
-        await db.manifest_pages.update_one(
-            {"_id": _page_id(pickup_id, page)}, {"$set": slots}, upsert=True
+class Store:
+    """Every collection call of intake but the manifest rows' own (`manifest_store`)."""
+
+    def __init__(self, connected: Connected) -> None:
+        self._connected = connected
+
+    @property
+    def _db(self) -> Database:
+        return self._connected.db
+
+    async def setup(self) -> None:
+        db = self._db
+        await db.devices.create_index([("asset_tag", ASCENDING)], unique=True)
+        await db.devices.create_index([("serial_key", ASCENDING)], unique=True, sparse=True)
+        await db.devices.create_index([("pickup_id", ASCENDING)])
+        await db.devices.create_index([("partner_id", ASCENDING)])
+        await db.pickups.create_index([("partner_id", ASCENDING)])
+        if await db.device_keys.find_one({}, {"_id": 1}) is None:
+            await self.sync_keys()  # first start with keys: index the existing devices
+        if await db.pickup_devices.find_one({}, {"_id": 1}) is None:
+            await self.sync_pickup_devices()  # first start with the lists: list the devices
+        if await db.manifest_lists.find_one({}, {"_id": 1}) is None:
+            await self.sync_manifest_lists()  # first start with the lists: list the rows
+
+    # ---- pickups ------------------------------------------------------------------------------
+
+    async def insert_pickup(self, pickup: Pickup, events: Sequence[Event]) -> None:
+        doc = {"_id": str(pickup.pickup_id), **pickup_doc(pickup), **outbox_doc(events)}
+        await self._db.pickups.insert_one(doc)
+
+    async def save_pickup(self, before: Pickup, after: Pickup, events: Sequence[Event]) -> bool:
+        """Store the pickup's new state and its events if its status is still the one the
+        decision was made on; False if it changed meanwhile."""
+        return await update_if(
+            self._db.pickups,
+            str(before.pickup_id),
+            {"status": before.status.value},
+            {"$set": {**pickup_doc(after), **outbox_set(events)}},
         )
 
+    async def flush_pickup(self, pickup_id: UUID) -> None:
+        await self._connected.relay.flush(self._db.pickups, str(pickup_id))
 
-async def list_serials(db: Database, pickup_id: UUID, folds: dict[str, str]) -> None:
-    """Let each row (row id -> folded serial) be found by its serial, before it is written."""
-    by_fold: dict[str, list[str]] = {}
-    for row_id, fold in folds.items():
-        by_fold.setdefault(fold, []).append(row_id)
-    new = [{"_id": _serial_id(pickup_id, f), "row_ids": ids} for f, ids in by_fold.items()]
-    if not new:
-        return
-    try:
-        await db.manifest_serials.insert_many(new, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details["writeErrors"]
-        if any(e["code"] != DUPLICATE_KEY for e in errors):
-            raise
-        for error in errors:  # a serial already listed (another make, an earlier import)
-            doc = new[error["index"]]
-            await db.manifest_serials.update_one(
-                {"_id": doc["_id"]}, {"$addToSet": {"row_ids": {"$each": doc["row_ids"]}}}
+    async def load_pickup(self, pickup_id: UUID) -> Pickup | None:
+        doc = await self._db.pickups.find_one({"_id": str(pickup_id)}, {"outbox": 0})
+        return pickup_from_doc(doc) if doc else None
+
+    async def find_pickups(self, partner_id: str | None) -> list[Pickup]:
+        query: dict[str, Any] = {} if partner_id is None else {"partner_id": partner_id}
+        cursor = self._db.pickups.find(query, {"outbox": 0}).sort("created_at", ASCENDING)
+        return [pickup_from_doc(d) async for d in cursor]
+
+    # `pickup_devices` (_id = pickup id) lists the devices scanned into each pickup, so that
+    # counting them is one lookup by `_id` whatever the store (docs/store.md). A scan lists the
+    # new device as pending before inserting it and as received after
+    # (`shared.mongo.list_pending`).
+
+    async def begin_receiving(self, pickup_id: UUID, device_id: UUID) -> None:
+        await list_pending(self._db.pickup_devices, str(pickup_id), str(device_id))
+
+    async def end_receiving(self, pickup_id: UUID, device_id: UUID, *, inserted: bool) -> None:
+        await settle_pending(
+            self._db.pickup_devices, str(pickup_id), str(device_id), belongs=inserted
+        )
+
+    async def sync_pickup_devices(self) -> int:
+        """List every device under its pickup (a store from before `pickup_devices`)."""
+        by_pickup: dict[str, list[str]] = {}
+        async for doc in self._db.devices.find({}, {"pickup_id": 1}):
+            by_pickup.setdefault(doc["pickup_id"], []).append(doc["_id"])
+        for pickup_id, device_ids in by_pickup.items():
+            await self._db.pickup_devices.update_one(
+                {"_id": pickup_id},
+                {"$addToSet": {"device_ids": {"$each": device_ids}}},
+                upsert=True,
+            )
+        return sum(len(ids) for ids in by_pickup.values())
+
+    async def count_devices(self, pickup_id: UUID) -> int:
+        return (await self.devices_per_pickup([pickup_id]))[pickup_id]
+
+    async def devices_per_pickup(self, pickup_ids: list[UUID]) -> dict[UUID, int]:
+        """How many devices were scanned into each pickup (reads by `_id` only)."""
+        lists = await find_by_ids(self._db.pickup_devices, [str(p) for p in pickup_ids])
+        received = {p: set(doc.get("device_ids") or ()) for p, doc in lists.items()}
+        pending = [
+            (p, d)
+            for p, doc in lists.items()
+            for d in doc.get("pending_ids") or ()
+            if d not in received[p]
+        ]
+        found = await find_by_ids(self._db.devices, [d for _, d in pending], {"pickup_id": 1})
+        inserted = Counter(p for p, d in pending if found.get(d, {}).get("pickup_id") == p)
+        return {p: len(received.get(str(p), ())) + inserted[str(p)] for p in pickup_ids}
+
+    # ---- devices ------------------------------------------------------------------------------
+
+    async def insert_device(self, device: ReceivedDevice, events: Sequence[Event]) -> bool:
+        """Insert a newly scanned device and its events; False if a unique index refused it
+        (its asset tag or serial is taken)."""
+        try:
+            await self._db.devices.insert_one({**device_doc(device), **outbox_doc(events)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def flush_device(self, device_id: UUID) -> None:
+        await self._connected.relay.flush(self._db.devices, str(device_id))
+
+    # A scan looks the device up by asset tag and by serial. `device_keys` answers both by `_id`
+    # ("tag:<asset tag>", "serial:<serial key>" -> device id), which every store looks up by
+    # index (a stand-in may use no other: docs/store.md). The unique indexes on `devices` stay
+    # the arbiter of duplicates; keys are written after the device, so a crash in between
+    # leaves a device without keys: the scan that then collides with it finds it the slow way
+    # (`find_conflicting`) and writes its keys.
+
+    async def save_device_keys(self, device: ReceivedDevice) -> None:
+        await self.save_keys(device_doc(device))
+
+    async def save_keys(self, doc: Document) -> None:
+        """Let the device's asset tag and serial find it (idempotent)."""
+        for key in _keys_of(doc):
+            point = {"$set": {"device_id": doc["_id"]}}
+            try:
+                await self._db.device_keys.update_one({"_id": key}, point, upsert=True)
+            except DuplicateKeyError:  # two scans of one device upserted at once: it exists now
+                await self._db.device_keys.update_one({"_id": key}, point)
+
+    async def _find_by_key(self, key: str, field: str, value: str) -> KnownDevice | None:
+        entry = await self._db.device_keys.find_one({"_id": key})
+        if entry is None:
+            return None
+        doc = await self._db.devices.find_one({"_id": entry["device_id"]}, _IDENTITY | {field: 1})
+        return known_device(doc) if doc and doc.get(field) == value else None
+
+    async def find_by_asset_tag(self, asset_tag: str) -> KnownDevice | None:
+        return await self._find_by_key(f"tag:{asset_tag}", "asset_tag", asset_tag)
+
+    async def find_by_serial_key(self, key: str) -> KnownDevice | None:
+        return await self._find_by_key(f"serial:{key}", "serial_key", key)
+
+    async def find_by_keys(self, field: str, values: list[str]) -> dict[str, KnownDevice]:
+        """The devices holding these asset tags (`field` "asset_tag") or serial keys
+        ("serial_key"), by value, read by `_id` only (a batch of manifest rows looks up many at
+        once)."""
+        prefix = {"asset_tag": "tag", "serial_key": "serial"}[field]
+        entries = await find_by_ids(self._db.device_keys, [f"{prefix}:{v}" for v in values])
+        device_ids = [entry["device_id"] for entry in entries.values()]
+        docs = await find_by_ids(self._db.devices, device_ids, _IDENTITY | {field: 1})
+        wanted = set(values)
+        return {doc[field]: known_device(doc) for doc in docs.values() if doc.get(field) in wanted}
+
+    async def find_conflicting(
+        self, asset_tag: str | None, serial_key: str | None
+    ) -> list[Document]:
+        """The devices holding this tag or serial, read the slow way, and their keys written."""
+        found = []
+        for field, value in (("asset_tag", asset_tag), ("serial_key", serial_key)):
+            if value is not None and (
+                doc := await self._db.devices.find_one({field: value}, _IDENTITY)
+            ):
+                found.append(doc)
+        for doc in found:
+            full = await self._db.devices.find_one(
+                {"_id": doc["_id"]}, {"asset_tag": 1, "serial_key": 1}
+            )
+            if full is not None:
+                await self.save_keys(full)
+        return found
+
+    async def sync_keys(self) -> int:
+        """Write the keys of every device (a store from before `device_keys`)."""
+        written = 0
+        async for doc in self._db.devices.find({}, {"asset_tag": 1, "serial_key": 1}):
+            await self.save_keys(doc)
+            written += 1
+        return written
+
+    async def load_device(self, device_id: UUID) -> ReceivedDevice | None:
+        doc = await self._db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
+        return device_from_doc(doc) if doc else None
+
+    async def next_asset_number(self) -> int:
+        """The next number for a generated asset tag, unique across intake instances (the
+        unique index on the tag is the last line of defence)."""
+        return await increment(self._db.counters, ASSET_TAG_COUNTER)
+
+    # ---- manifest lists -----------------------------------------------------------------------
+
+    # A pickup's manifest rows (`manifest`, one document per row, `_id` derived from the pickup
+    # and the row's tag or serial) are found by `_id` only, so one pickup's long list costs
+    # nothing to another pickup's scans on any store (docs/store.md):
+    # - `manifest_lists` (_id = pickup id): `listed`, the rows given a place so far, and
+    #   `scanned`;
+    # - `manifest_pages` (_id = "<pickup id>:<page>"): `slots`, place -> row id, MANIFEST_PAGE a
+    #   page; each row stores its place as `seq`, and a slot whose row says otherwise is stale;
+    # - `manifest_serials` (_id = "<pickup id>:<folded serial>"): `row_ids`, the rows with it.
+    # Slots and serials are written before the rows they name, `listed` after, all in one turn
+    # of the pickup's writers. A crash in between leaves slots past `listed` (overwritten by the
+    # next import) and rows whose `seq` is not below `listed`: the next import of them lists
+    # them again.
+
+    def manifest_turn(self, pickup_id: UUID) -> AbstractAsyncContextManager[None]:
+        """The writers of one pickup's manifest take turns, in every intake instance (its
+        counts are read, then written): a lease on the pickup's `manifest_lists` document."""
+        return lease(self._db.manifest_lists, str(pickup_id), ttl_s=30.0, wait_s=60.0)
+
+    async def manifest_counts(self, pickup_id: UUID) -> tuple[int, int]:
+        """(rows listed, rows scanned) of a pickup's manifest: one read by `_id`."""
+        doc = await self._db.manifest_lists.find_one({"_id": str(pickup_id)})
+        return (0, 0) if doc is None else (int(doc.get("listed", 0)), int(doc.get("scanned", 0)))
+
+    async def put_in_slots(self, pickup_id: UUID, places: dict[str, int]) -> None:
+        """Give rows (row id -> place) their places, before the rows are written."""
+        by_page: dict[int, dict[str, str]] = {}
+        for row_id, seq in places.items():
+            by_page.setdefault(seq // MANIFEST_PAGE, {})[f"slots.{seq}"] = row_id
+        for page, slots in sorted(by_page.items()):
+            await self._db.manifest_pages.update_one(
+                {"_id": _page_id(pickup_id, page)}, {"$set": slots}, upsert=True
             )
 
+    async def list_serials(self, pickup_id: UUID, folds: dict[str, str]) -> None:
+        """Let each row (row id -> folded serial) be found by its serial, before it is
+        written."""
+        by_fold: dict[str, list[str]] = {}
+        for row_id, fold in folds.items():
+            by_fold.setdefault(fold, []).append(row_id)
+        new = [{"_id": _serial_id(pickup_id, f), "row_ids": ids} for f, ids in by_fold.items()]
+        if not new:
+            return
+        try:
+            await self._db.manifest_serials.insert_many(new, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != DUPLICATE_KEY for e in errors):
+                raise
+            for error in errors:  # a serial already listed (another make, an earlier import)
+                doc = new[error["index"]]
+                await self._db.manifest_serials.update_one(
+                    {"_id": doc["_id"]}, {"$addToSet": {"row_ids": {"$each": doc["row_ids"]}}}
+                )
 
-async def set_listed(db: Database, pickup_id: UUID, listed: int) -> None:
-    await db.manifest_lists.update_one(
-        {"_id": str(pickup_id)}, {"$set": {"listed": listed}}, upsert=True
-    )
+    async def set_listed(self, pickup_id: UUID, listed: int) -> None:
+        await self._db.manifest_lists.update_one(
+            {"_id": str(pickup_id)}, {"$set": {"listed": listed}}, upsert=True
+        )
 
+    async def count_scanned(self, pickup_id: UUID) -> None:
+        await self._db.manifest_lists.update_one(
+            {"_id": str(pickup_id)}, {"$inc": {"scanned": 1}}, upsert=True
+        )
 
-async def count_scanned(db: Database, pickup_id: UUID) -> None:
-    await db.manifest_lists.update_one(
-        {"_id": str(pickup_id)}, {"$inc": {"scanned": 1}}, upsert=True
-    )
-
-
-async def rows_with_serial(db: Database, pickup_id: UUID, serial_fold: str) -> list[Document]:
-    """The pickup's manifest rows whose serial folds to this (by `_id` only)."""
-    entry = await db.manifest_serials.find_one({"_id": _serial_id(pickup_id, serial_fold)})
-    if entry is None:
-        return []
-    rows = await find_by_ids(db.manifest, entry.get("row_ids") or [])
-    return [
-        r
-        for r in rows.values()
-        if r.get("pickup_id") == str(pickup_id) and r.get("serial_fold") == serial_fold
-    ]
-
-
-async def manifest_page(
-    db: Database, pickup_id: UUID, start: int, limit: int
-) -> tuple[list[Document], int | None]:
-    """Up to `limit` rows from place `start` on, in the order they were first listed, and the
-    place to go on from (None at the end)."""
-    listed, _ = await manifest_counts(db, pickup_id)
-    found: list[Document] = []
-    seq = start
-    while seq < listed and len(found) < limit:
-        end = min(listed, seq + limit - len(found))
-        pages = range(seq // MANIFEST_PAGE, (end - 1) // MANIFEST_PAGE + 1)
-        docs = await find_by_ids(db.manifest_pages, [_page_id(pickup_id, p) for p in pages])
-        slots: dict[int, str] = {}
-        for doc in docs.values():
-            slots |= {int(k): v for k, v in (doc.get("slots") or {}).items()}
-        wanted = {n: slots[n] for n in range(seq, end) if n in slots}
-        rows = await find_by_ids(db.manifest, list(wanted.values()))
-        found += [
-            rows[row_id]
-            for n, row_id in sorted(wanted.items())
-            if row_id in rows and rows[row_id].get("seq") == n
+    async def rows_with_serial(self, pickup_id: UUID, serial_fold: str) -> list[Document]:
+        """The pickup's manifest rows whose serial folds to this (by `_id` only)."""
+        entry = await self._db.manifest_serials.find_one(
+            {"_id": _serial_id(pickup_id, serial_fold)}
+        )
+        if entry is None:
+            return []
+        rows = await find_by_ids(self._db.manifest, entry.get("row_ids") or [])
+        return [
+            r
+            for r in rows.values()
+            if r.get("pickup_id") == str(pickup_id) and r.get("serial_fold") == serial_fold
         ]
-        seq = end
-    return found, (seq if seq < listed else None)
 
+    async def manifest_page(
+        self, pickup_id: UUID, start: int, limit: int
+    ) -> tuple[list[Document], int | None]:
+        """Up to `limit` rows from place `start` on, in the order they were first listed, and
+        the place to go on from (None at the end)."""
+        listed, _ = await self.manifest_counts(pickup_id)
+        found: list[Document] = []
+        seq = start
+        while seq < listed and len(found) < limit:
+            end = min(listed, seq + limit - len(found))
+            pages = range(seq // MANIFEST_PAGE, (end - 1) // MANIFEST_PAGE + 1)
+            docs = await find_by_ids(
+                self._db.manifest_pages, [_page_id(pickup_id, p) for p in pages]
+            )
+            slots: dict[int, str] = {}
+            for doc in docs.values():
+                slots |= {int(k): v for k, v in (doc.get("slots") or {}).items()}
+            wanted = {n: slots[n] for n in range(seq, end) if n in slots}
+            rows = await find_by_ids(self._db.manifest, list(wanted.values()))
+            found += [
+                rows[row_id]
+                for n, row_id in sorted(wanted.items())
+                if row_id in rows and rows[row_id].get("seq") == n
+            ]
+            seq = end
+        return found, (seq if seq < listed else None)
 
-async def sync_manifest_lists(db: Database) -> int:
-    """List every manifest row (a store from before the lists), in line order per pickup."""
-    by_pickup: dict[str, list[Document]] = {}
-    async for doc in db.manifest.find(
-        {}, {"pickup_id": 1, "row": 1, "serial_fold": 1, "device_id": 1}
-    ):
-        by_pickup.setdefault(doc["pickup_id"], []).append(doc)
-    for pickup, docs in by_pickup.items():
-        pickup_id = UUID(pickup)
-        docs.sort(key=lambda d: (d["row"], d["_id"]))
-        places = {d["_id"]: n for n, d in enumerate(docs)}
-        await put_in_slots(db, pickup_id, places)
-        await list_serials(
-            db, pickup_id, {d["_id"]: d["serial_fold"] for d in docs if d.get("serial_fold")}
-        )
-        for row_id, seq in places.items():
-            await db.manifest.update_one({"_id": row_id}, {"$set": {"seq": seq}})
-        scanned = sum(1 for d in docs if d.get("device_id"))
-        await db.manifest_lists.update_one(
-            {"_id": pickup}, {"$set": {"listed": len(docs), "scanned": scanned}}, upsert=True
-        )
-    return sum(len(docs) for docs in by_pickup.values())
-
-
-async def next_asset_number(db: Database) -> int:
-    """The next number for a generated asset tag, unique across intake instances (the unique
-    index on the tag is the last line of defence)."""
-    return await increment(db.counters, ASSET_TAG_COUNTER)
-
-
-_IDENTITY = {"_id": 1, "pickup_id": 1, "partner_id": 1, "asset_tag": 1}
-
-
-def _str(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _uuid(value: str | None) -> UUID | None:
-    return None if value is None else UUID(value)
+    async def sync_manifest_lists(self) -> int:
+        """List every manifest row (a store from before the lists), in line order per pickup."""
+        by_pickup: dict[str, list[Document]] = {}
+        async for doc in self._db.manifest.find(
+            {}, {"pickup_id": 1, "row": 1, "serial_fold": 1, "device_id": 1}
+        ):
+            by_pickup.setdefault(doc["pickup_id"], []).append(doc)
+        for pickup, docs in by_pickup.items():
+            pickup_id = UUID(pickup)
+            docs.sort(key=lambda d: (d["row"], d["_id"]))
+            places = {d["_id"]: n for n, d in enumerate(docs)}
+            await self.put_in_slots(pickup_id, places)
+            await self.list_serials(
+                pickup_id, {d["_id"]: d["serial_fold"] for d in docs if d.get("serial_fold")}
+            )
+            for row_id, seq in places.items():
+                await self._db.manifest.update_one({"_id": row_id}, {"$set": {"seq": seq}})
+            scanned = sum(1 for d in docs if d.get("device_id"))
+            await self._db.manifest_lists.update_one(
+                {"_id": pickup}, {"$set": {"listed": len(docs), "scanned": scanned}}, upsert=True
+            )
+        return sum(len(docs) for docs in by_pickup.values())

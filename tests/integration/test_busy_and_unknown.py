@@ -161,7 +161,7 @@ async def test_allocation(env, databases, monkeypatch):
 
 
 async def test_intake(env, databases, monkeypatch):
-    _, http = await serve("intake", databases)
+    main, http = await serve("intake", databases)
     donor = await as_(env, Role.DONOR, "acme")
     staff = await as_(env, Role.STAFF, "staff-x")
     body = {
@@ -184,7 +184,7 @@ async def test_intake(env, databases, monkeypatch):
         assert created.status_code == 201, created.text
         pickup_id = created.json()["pickup_id"]
         unknown = await http.post(f"/pickups/{uuid4()}/schedule", json=schedule, headers=staff)
-        monkeypatch.setattr("services.intake.handlers.update_if", always_changed)
+        monkeypatch.setattr(type(main.store), "save_pickup", always_changed)
         changing = await http.post(f"/pickups/{pickup_id}/schedule", json=schedule, headers=staff)
 
     assert unknown.status_code == 404, unknown.text

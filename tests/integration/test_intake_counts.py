@@ -9,7 +9,8 @@ from uuid import UUID, uuid4
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.intake import store
+from services.intake.store import Store
+from shared.outbox import Connection
 from tests.conftest import MONGO_URL
 
 pytestmark = pytest.mark.integration
@@ -24,15 +25,19 @@ async def db(namespace):
     await client.close()
 
 
+def store_of(db) -> Store:
+    return Store(Connection(db, relay=None))  # nothing here publishes: no relay
+
+
 async def insert_device(db, pickup_id: UUID, device_id: UUID) -> None:
     await db.devices.insert_one({"_id": str(device_id), "pickup_id": str(pickup_id)})
 
 
 async def scan(db, pickup_id: UUID) -> UUID:
     device_id = uuid4()
-    await store.begin_receiving(db, pickup_id, device_id)
+    await store_of(db).begin_receiving(pickup_id, device_id)
     await insert_device(db, pickup_id, device_id)
-    await store.end_receiving(db, pickup_id, device_id, inserted=True)
+    await store_of(db).end_receiving(pickup_id, device_id, inserted=True)
     return device_id
 
 
@@ -42,7 +47,7 @@ async def test_scans_into_one_pickup_at_once_are_all_counted(db):
     await asyncio.gather(*(scan(db, pickup) for _ in range(40)), scan(db, other))
 
     never = uuid4()
-    counts = await store.devices_per_pickup(db, [pickup, other, never])
+    counts = await store_of(db).devices_per_pickup([pickup, other, never])
     assert counts == {pickup: 40, other: 1, never: 0}
 
 
@@ -50,11 +55,11 @@ async def test_a_scan_that_crashed_after_inserting_is_counted_and_one_before_is_
     pickup = uuid4()
     await scan(db, pickup)
     inserted, never = uuid4(), uuid4()
-    await store.begin_receiving(db, pickup, inserted)
+    await store_of(db).begin_receiving(pickup, inserted)
     await insert_device(db, pickup, inserted)  # crash here: still pending
-    await store.begin_receiving(db, pickup, never)  # crash here: never inserted
+    await store_of(db).begin_receiving(pickup, never)  # crash here: never inserted
 
-    assert await store.count_devices(db, pickup) == 2
+    assert await store_of(db).count_devices(pickup) == 2
 
 
 async def test_devices_from_before_the_lists_are_listed_at_setup(db):
@@ -62,6 +67,6 @@ async def test_devices_from_before_the_lists_are_listed_at_setup(db):
     for _ in range(3):
         await insert_device(db, pickup, uuid4())
 
-    assert await store.count_devices(db, pickup) == 0
-    assert await store.sync_pickup_devices(db) == 3
-    assert await store.count_devices(db, pickup) == 3
+    assert await store_of(db).count_devices(pickup) == 0
+    assert await store_of(db).sync_pickup_devices() == 3
+    assert await store_of(db).count_devices(pickup) == 3

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.intake import store as intake_store
 from services.intake.domain import serial_key
+from services.intake.store import Store as IntakeStore
 from shared.auth import Role
+from shared.outbox import Connection
 from tests.conftest import MONGO_URL, settings_in
 from tests.helpers import TopicReader, create_key, eventually
 from tools.cluster import project_root, running_cluster
@@ -292,8 +293,9 @@ async def test_keys_written_by_many_scans_at_once_never_fail(namespace):
     try:
         db = client[settings_in(namespace, "intake").database]
         doc = {"_id": str(uuid4()), "asset_tag": f"MANY-{uuid4().hex[:8]}", "serial_key": "x"}
+        store = IntakeStore(Connection(db, relay=None))  # publishes nothing
         for _ in range(5):
-            await asyncio.gather(*(intake_store.save_keys(db, doc) for _ in range(8)))
+            await asyncio.gather(*(store.save_keys(doc) for _ in range(8)))
             await db.device_keys.delete_many({"device_id": doc["_id"]})
     finally:
         await client.close()

@@ -13,9 +13,6 @@ USE_CASE_MODULES = sorted(
     [*ROOT.glob("services/*/handlers.py"), *ROOT.glob("services/*/*api.py")],
     key=str,
 )
-# Intake's write side and custody (its former read side, moved as it was) still reach their
-# collections from handlers and HTTP modules; they join the rule when their stores own them.
-NOT_YET = {"intake", "custody"}
 
 
 def store_calls(path: Path) -> list[str]:
@@ -38,7 +35,7 @@ def store_calls(path: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in USE_CASE_MODULES if p.parent.name not in NOT_YET],
+    USE_CASE_MODULES,
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_handlers_and_apis_reach_the_store_only_through_store_py(path: Path):
@@ -61,6 +58,6 @@ def test_the_check_sees_a_raw_collection_call_and_an_import_of_shared_mongo(tmp_
     ]
 
 
-def test_every_service_but_those_being_split_is_checked():
-    checked = {p.parent.name for p in USE_CASE_MODULES} - NOT_YET
-    assert checked >= {"allocation", "diagnostics", "recycling"}
+def test_every_service_is_checked():
+    checked = {p.parent.name for p in USE_CASE_MODULES}
+    assert checked >= {"allocation", "custody", "diagnostics", "intake", "recycling"}
