@@ -1,6 +1,6 @@
 from faststream.specification import AsyncAPI
 
-from services.intake import api, manifest_api, moved
+from services.intake import api, label_api, manifest_api, moved
 from services.intake.settings import Settings
 from services.intake.store import setup
 from shared.bodies import BodyLimit
@@ -35,6 +35,7 @@ app = create_app(
     routers=[
         api.router(runtime, settings.custody_url),
         manifest_api.router(runtime, settings),
+        label_api.router(runtime, settings.custody_url),
         moved.router(settings.custody_url),
     ],
     description="Pickups requested by donors; devices scanned into the warehouse. What "

@@ -139,6 +139,17 @@ async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID,
     return {p: len(received.get(str(p), ())) + inserted[str(p)] for p in pickup_ids}
 
 
+async def devices_of_pickup(db: Database, pickup_id: UUID) -> list[Document]:
+    """The devices scanned into a pickup, in the order received (reads by `_id` only)."""
+    listed = await db.pickup_devices.find_one({"_id": str(pickup_id)})
+    if listed is None:
+        return []
+    ids = [*(listed.get("device_ids") or ()), *(listed.get("pending_ids") or ())]
+    found = await find_by_ids(db.devices, ids, {"outbox": 0})
+    devices = [doc for doc in found.values() if doc.get("pickup_id") == str(pickup_id)]
+    return sorted(devices, key=lambda doc: (doc["received_at"], doc["asset_tag"]))
+
+
 # ---- devices ----------------------------------------------------------------------------------
 
 

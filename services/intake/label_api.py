@@ -1,0 +1,94 @@
+"""Asset labels over HTTP: one device's, or every device of a pickup on one PDF (`labels`).
+
+Readers as for pickups: staff and operations any device, a donor only its own (another donor's
+device or pickup is answered exactly as one that does not exist). The QR code names custody's
+public verification page (`GREENIT_CUSTODY_PUBLIC_URL`). Rendering runs in a worker thread, so a
+pickup's sheets do not hold up the service's other requests.
+"""
+
+import asyncio
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+
+from services.intake import handlers, store
+from services.intake.labels import Label, Layout, render, verification_url
+from shared.auth import Principal, Role
+from shared.mongo import Document
+from shared.service import Runtime
+
+PDF: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The labels, as PDF",
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+LayoutQuery = Annotated[
+    Layout,
+    Query(
+        description="`roll`: one 62 x 40 mm label a page (62 mm continuous roll); "
+        "`sheet`: A4 sheets of 3 x 8 labels of 70 x 37 mm"
+    ),
+]
+
+
+def label_of(doc: Document, custody_url: str) -> Label:
+    return Label(
+        asset_tag=doc["asset_tag"],
+        url=verification_url(custody_url, doc["_id"]),
+        category=doc["category"],
+        make=doc["make"],
+        model=doc["model"],
+    )
+
+
+def pdf(content: bytes, name: str) -> Response:
+    disposition = f'inline; filename="{name}.pdf"'
+    return Response(
+        content, media_type="application/pdf", headers={"Content-Disposition": disposition}
+    )
+
+
+def router(runtime: Runtime, custody_url: str) -> APIRouter:
+    api = APIRouter(tags=["labels"])
+    readers = Depends(runtime.require(Role.DONOR, Role.STAFF, Role.OPERATIONS))
+
+    async def labels(docs: list[Document], layout: Layout) -> bytes:
+        return await asyncio.to_thread(render, [label_of(d, custody_url) for d in docs], layout)
+
+    @api.get(
+        "/devices/{device_id}/label",
+        summary="A device's asset label (PDF): Code 128 of its tag, QR of its verification page",
+        response_class=Response,
+        responses=PDF,
+    )
+    async def device_label(
+        device_id: UUID, principal: Annotated[Principal, readers], layout: LayoutQuery = "roll"
+    ) -> Response:
+        doc = await store.load_device(runtime.db, device_id)
+        if doc is None or not (principal.is_staff or doc["partner_id"] == principal.partner_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown device {device_id}")
+        return pdf(await labels([doc], layout), f"label-{device_id}")
+
+    @api.get(
+        "/pickups/{pickup_id}/labels",
+        summary="The asset labels of every device scanned into a pickup (PDF), in scan order",
+        response_class=Response,
+        responses=PDF,
+    )
+    async def pickup_labels(
+        pickup_id: UUID, principal: Annotated[Principal, readers], layout: LayoutQuery = "sheet"
+    ) -> Response:
+        own = None if principal.is_staff else principal.partner_id
+        try:
+            await handlers.visible_pickup(runtime, pickup_id, own)
+        except handlers.UnknownPickup as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        docs = await store.devices_of_pickup(runtime.db, pickup_id)
+        if not docs:
+            detail = f"no device was scanned into pickup {pickup_id} yet: no label to print"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+        return pdf(await labels(docs, layout), f"labels-{pickup_id}")
+
+    return api
