@@ -45,6 +45,8 @@ def test_a_roll_prints_one_62_mm_label_a_page_each_reading_back_as_its_tag_and_u
 
 
 def test_every_label_of_an_a4_sheet_of_3_by_8_reads_back_in_its_own_place():
+    # each label's area on its own, as a scanner sees it (zbarimg on a whole page of 24 QR codes
+    # misses one now and then; on each label's area it reads every one)
     labels = [label(f"GIT-{n:08d}") for n in range(1, 27)]
 
     pdf = render(labels, "sheet")
@@ -57,7 +59,6 @@ def test_every_label_of_an_a4_sheet_of_3_by_8_reads_back_in_its_own_place():
     assert symbols(pdf, 2, cell(0, 0)) == read_as(labels[24])
     assert symbols(pdf, 2, cell(0, 1)) == read_as(labels[25])
     assert symbols(pdf, 2, cell(0, 2)) == [], "the rest of the last sheet stays blank"
-    assert len(symbols(pdf, 1)) == 48, "the whole sheet: 24 barcodes and 24 QR codes"
 
 
 @pytest.mark.parametrize("layout", ["roll", "sheet"])
