@@ -1,4 +1,5 @@
-"""Asset labels over HTTP: one device's, or every device of a pickup on one PDF (`labels`).
+"""Asset labels over HTTP: one device's, or a pickup's devices in scan order, up to MAX_LABELS
+a PDF (`start` and `limit` page through a larger pickup; `X-Labels-Total` says how many).
 
 Readers as for pickups: staff and operations any device, a donor only its own (another donor's
 device or pickup is answered exactly as one that does not exist). The QR code names custody's
@@ -17,6 +18,9 @@ from services.intake.labels import Label, Layout, render, verification_url
 from shared.auth import Principal, Role
 from shared.mongo import Document
 from shared.service import Runtime
+
+MAX_LABELS = 240
+"""Labels in one PDF at most (10 sheets): rendering is CPU work, about linear in the labels."""
 
 PDF: dict[int | str, dict[str, Any]] = {
     200: {
@@ -73,22 +77,36 @@ def router(runtime: Runtime, custody_url: str) -> APIRouter:
 
     @api.get(
         "/pickups/{pickup_id}/labels",
-        summary="The asset labels of every device scanned into a pickup (PDF), in scan order",
+        summary="The asset labels of the devices scanned into a pickup (PDF), in scan order",
         response_class=Response,
         responses=PDF,
     )
     async def pickup_labels(
-        pickup_id: UUID, principal: Annotated[Principal, readers], layout: LayoutQuery = "sheet"
+        pickup_id: UUID,
+        principal: Annotated[Principal, readers],
+        layout: LayoutQuery = "sheet",
+        start: Annotated[
+            int, Query(ge=0, le=1_000_000, description="Skip this many devices (scan order)")
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LABELS, description="Labels at most in this PDF")
+        ] = MAX_LABELS,
     ) -> Response:
         own = None if principal.is_staff else principal.partner_id
         try:
             await handlers.visible_pickup(runtime, pickup_id, own)
         except handlers.UnknownPickup as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-        docs = await store.devices_of_pickup(runtime.db, pickup_id)
-        if not docs:
+        ids = await store.device_ids_of_pickup(runtime.db, pickup_id)
+        docs = await store.devices_of_pickup(runtime.db, pickup_id, ids[start : start + limit])
+        if not docs and start == 0:
             detail = f"no device was scanned into pickup {pickup_id} yet: no label to print"
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
-        return pdf(await labels(docs, layout), f"labels-{pickup_id}")
+        if not docs:
+            detail = f"pickup {pickup_id} has {len(ids)} device(s): none from start={start}"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+        answer = pdf(await labels(docs, layout), f"labels-{pickup_id}")
+        answer.headers["X-Labels-Total"] = str(len(ids))
+        return answer
 
     return api

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Literal
 
-from reportlab.graphics import renderPDF
 from reportlab.graphics.barcode.code128 import Code128
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
+from reportlab.graphics.barcode.qr import QrCode
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfmetrics import stringWidth
@@ -115,11 +113,10 @@ def _barcode(canvas: Canvas, value: str, x: float, y: float, width: float) -> No
 
 
 def _qr(canvas: Canvas, url: str, x: float, y: float, side: float) -> None:
-    widget = QrCodeWidget(url, barLevel="M")  # its bounds include the 4-module quiet zone
-    x0, y0, x1, y1 = widget.getBounds()
-    drawing = Drawing(side, side, transform=[side / (x1 - x0), 0, 0, side / (y1 - y0), 0, 0])
-    drawing.add(widget)
-    renderPDF.draw(drawing, canvas, x, y)
+    # the flowable draws straight onto the canvas, encoding once (the widget, scaled to its
+    # bounds, encodes twice and builds a shape per run of modules)
+    code = QrCode(url, width=side, height=side, qrLevel="M", qrBorder=4)
+    code.drawOn(canvas, x, y)
 
 
 def _fit(text: str, font: str, size: float, room: float) -> str:

@@ -139,15 +139,23 @@ async def devices_per_pickup(db: Database, pickup_ids: list[UUID]) -> dict[UUID,
     return {p: len(received.get(str(p), ())) + inserted[str(p)] for p in pickup_ids}
 
 
-async def devices_of_pickup(db: Database, pickup_id: UUID) -> list[Document]:
-    """The devices scanned into a pickup, in the order received (reads by `_id` only)."""
+async def device_ids_of_pickup(db: Database, pickup_id: UUID) -> list[str]:
+    """The ids of the devices scanned into a pickup, in the order listed (received), then those
+    being received now (which may yet fail: read them with `devices_of_pickup`)."""
     listed = await db.pickup_devices.find_one({"_id": str(pickup_id)})
     if listed is None:
         return []
-    ids = [*(listed.get("device_ids") or ()), *(listed.get("pending_ids") or ())]
-    found = await find_by_ids(db.devices, ids, {"outbox": 0})
-    devices = [doc for doc in found.values() if doc.get("pickup_id") == str(pickup_id)]
-    return sorted(devices, key=lambda doc: (doc["received_at"], doc["asset_tag"]))
+    received = list(listed.get("device_ids") or ())
+    known = set(received)
+    return received + [d for d in listed.get("pending_ids") or () if d not in known]
+
+
+async def devices_of_pickup(db: Database, pickup_id: UUID, device_ids: list[str]) -> list[Document]:
+    """These devices of the pickup, in the order given (reads by `_id` only)."""
+    found = await find_by_ids(db.devices, device_ids, {"outbox": 0})
+    return [
+        found[d] for d in device_ids if d in found and found[d].get("pickup_id") == str(pickup_id)
+    ]
 
 
 # ---- devices ----------------------------------------------------------------------------------

@@ -135,6 +135,23 @@ async def test_a_pickups_labels_are_every_device_in_scan_order_on_both_layouts(d
         assert symbols(roll.content, page) == read_as(device)
 
 
+async def test_a_large_pickup_is_printed_a_part_at_a_time(donation, http):
+    pid, devices = donation["pickup_id"], donation["devices"]
+
+    middle = await http(STAFF, "GET", f"/pickups/{pid}/labels?layout=roll&start=1&limit=1")
+    rest = await http(STAFF, "GET", f"/pickups/{pid}/labels?layout=roll&start=1")
+    past = await http(STAFF, "GET", f"/pickups/{pid}/labels?start=3")
+    too_many = await http(STAFF, "GET", f"/pickups/{pid}/labels?limit=241")
+
+    assert middle.headers["x-labels-total"] == "3"
+    assert len(page_sizes_mm(middle.content)) == 1
+    assert symbols(middle.content) == read_as(devices[1])
+    assert [symbols(rest.content, page) for page in (1, 2)] == [read_as(d) for d in devices[1:]]
+    assert past.status_code == 404
+    assert past.json()["detail"] == f"pickup {pid} has 3 device(s): none from start=3"
+    assert too_many.status_code == 422
+
+
 async def test_a_donor_gets_its_own_labels_and_another_donors_only_as_unknown(donation, http):
     device, pid = donation["devices"][2], donation["pickup_id"]
     own = await http(DONOR_A, "GET", f"/devices/{device['device_id']}/label")
