@@ -1,6 +1,6 @@
 from faststream.specification import AsyncAPI
 
-from services.intake import api, manifest_api, moved
+from services.intake import api, label_api, manifest_api, moved
 from services.intake.manifest_store import ManifestStore
 from services.intake.settings import Settings
 from services.intake.store import Store
@@ -38,6 +38,7 @@ app = create_app(
     routers=[
         api.router(runtime, store, settings.custody_url),
         manifest_api.router(runtime, store, manifests, settings),
+        label_api.router(runtime, store, settings.custody_url),
         moved.router(settings.custody_url),
     ],
     description="Pickups requested by donors; devices scanned into the warehouse. What "

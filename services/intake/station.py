@@ -2,7 +2,9 @@
 
 The page (templates/station.html, inline script, no external assets) asks for the staff key
 (kept in the tab's sessionStorage), a pickup and the location, then registers each scanned
-barcode with `POST /pickups/{id}/scan-code`. Its headers are shared.http_security's: the
+barcode with `POST /pickups/{id}/scan-code`. A device whose tag intake generated gets a "print
+label" link: the page fetches `GET /devices/{id}/label` with the key (a plain link could not send
+it) and links the PDF from memory (a `blob:` URL). Its headers are shared.http_security's: the
 request's nonce lets only the page's own inline script and style run.
 """
 

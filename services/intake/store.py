@@ -51,9 +51,6 @@ def pickup_from_doc(doc: Document) -> Pickup:
     return _PICKUP.validate_python({**doc, "pickup_id": doc["_id"]})
 
 
-# ---- devices ----------------------------------------------------------------------------------
-
-
 def device_doc(device: ReceivedDevice) -> Document:
     fields: Document = to_document(_DEVICE.dump_python(device))
     doc: Document = {"_id": fields.pop("device_id"), **fields}
@@ -279,6 +276,24 @@ class Store:
     async def load_device(self, device_id: UUID) -> ReceivedDevice | None:
         doc = await self._db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})
         return device_from_doc(doc) if doc else None
+
+    async def device_ids_of_pickup(self, pickup_id: UUID) -> list[str]:
+        """The ids of the devices scanned into a pickup, in the order listed (received), then
+        those being received now (which may yet fail: read them with `devices_of_pickup`)."""
+        listed = await self._db.pickup_devices.find_one({"_id": str(pickup_id)})
+        if listed is None:
+            return []
+        received = list(listed.get("device_ids") or ())
+        known = set(received)
+        return received + [d for d in listed.get("pending_ids") or () if d not in known]
+
+    async def devices_of_pickup(
+        self, pickup_id: UUID, device_ids: list[str]
+    ) -> list[ReceivedDevice]:
+        """These devices of the pickup, in the order given (reads by `_id` only)."""
+        found = await find_by_ids(self._db.devices, device_ids, {"outbox": 0})
+        mine = [found[d] for d in device_ids if d in found]
+        return [device_from_doc(doc) for doc in mine if doc.get("pickup_id") == str(pickup_id)]
 
     async def next_asset_number(self) -> int:
         """The next number for a generated asset tag, unique across intake instances (the

@@ -14,6 +14,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.auth import Role
+from tests.barcodes import missing_tools, symbols
 from tests.browser import chromium
 from tests.helpers import create_key
 from tools.cluster import Cluster, project_root, running_cluster
@@ -161,6 +162,17 @@ def shows_error(fragment: str) -> Callable[[WebDriver], bool]:
     return check
 
 
+def offers_label(driver: WebDriver, asset_tag: str) -> str:
+    """The "print label" link of a generated tag, once its PDF is fetched: its blob URL."""
+    until(driver, lambda d: d.find_element(By.ID, "label").is_displayed())
+    link = driver.find_element(By.ID, "print-label")
+    assert link.text == f"Print label {asset_tag}"
+    origin = driver.execute_script("return location.origin")
+    until(driver, lambda d: str(link.get_attribute("href") or "").startswith(f"blob:{origin}/"))
+    assert "Tab, Enter" in text(driver, "label-hint")
+    return str(link.get_attribute("href"))
+
+
 def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, keys, pickup_id):
     driver = browser
     driver.get(cluster.urls["intake"] + "/station")
@@ -197,11 +209,28 @@ def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, 
     scan(driver, "ST-0001", expect=shows_device("ST-0001", "new", "1 / 3 scanned"))
     assert (text(driver, "result-make"), text(driver, "result-model")) == ("HP", "EliteBook 840 G5")
     assert text(driver, "result-category") == "laptop"
+    assert not driver.find_element(By.ID, "label").is_displayed(), "a tag of its own: no label"
     scan(driver, "ST-0001", expect=shows_device("ST-0001", "already scanned", "1 / 3 scanned"))
     scan(driver, "pf1abcde", expect=lambda d: text(d, "result-make") == "Lenovo")
     until(driver, lambda d: text(d, "count") == "2 / 3 scanned")
     generated = text(driver, "result-asset-tag")
     assert generated.startswith("GIT-")
+    label_link = offers_label(driver, generated)
+    type_keys(driver, Keys.TAB)
+    wait_focus(driver, "print-label")
+    type_keys(driver, Keys.ESCAPE)
+    wait_focus(driver, "scan-code")
+    station = driver.current_window_handle
+    type_keys(driver, Keys.TAB)
+    wait_focus(driver, "print-label")
+    type_keys(driver, Keys.ENTER)
+    until(driver, lambda d: len(d.window_handles) == 2)
+    driver.switch_to.window(next(h for h in driver.window_handles if h != station))
+    until(driver, lambda d: d.execute_script("return document.contentType") == "application/pdf")
+    assert driver.current_url == label_link
+    driver.close()
+    driver.switch_to.window(station)
+    wait_focus(driver, "scan-code")
 
     scan(
         driver,
@@ -209,6 +238,7 @@ def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, 
         expect=shows_error(f"code NOPE-404 is not on the manifest of pickup {pickup_id}"),
     )
     assert not driver.find_element(By.ID, "result").is_displayed()
+    assert not driver.find_element(By.ID, "label").is_displayed()
 
     driver.execute_script("document.activeElement.blur()")
     wait_focus(driver, "scan-code")
@@ -225,6 +255,12 @@ def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, 
         assert time.monotonic() < deadline, "custody never listed the two scanned devices"
         time.sleep(0.3)
     assert sorted(d["asset_tag"] for d in devices) == sorted(["ST-0001", generated])
+    labelled = next(d for d in devices if d["asset_tag"] == generated)
+    label = call(cluster, keys[STAFF], "GET", f"/devices/{labelled['device_id']}/label")
+    assert label.headers["content-type"] == "application/pdf"
+    if not missing_tools():  # decoding itself: tests/integration/test_labels.py
+        url = f"{cluster.urls['custody']}/verify/{labelled['device_id']}"
+        assert symbols(label.content) == sorted([f"CODE-128:{generated}", f"QR-Code:{url}"])
     assert {d["history"][0]["details"]["location"] for d in devices} == {LOCATION}
 
     scan(driver, "ST-0001", expect=shows_device("ST-0001", "already scanned", "2 / 3 scanned"))
