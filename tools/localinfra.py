@@ -164,7 +164,8 @@ def prepare_kafka(
     libs = LOCAL / "kafka/libs"
     if not libs.is_dir():
         raise RuntimeError(f"no Kafka jars in {libs}: run ./dev provision first")
-    credentials.ensure()
+    if sasl:  # a broker without authentication needs no password
+        credentials.ensure()
     log_dirs.mkdir(parents=True, exist_ok=True)
     config.parent.mkdir(parents=True, exist_ok=True)
     properties = kafka_properties(port, controller_port, log_dirs, sasl=sasl)
