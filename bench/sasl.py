@@ -12,6 +12,8 @@ namespace of its own), then P2 with a fixed number of hops and record size, and 
 line. The order alternates by pair (with, without; without, with; ...) so that a drift of the
 machine's speed falls on both arms; the load average is read before each arm. The table gives
 each arm's runs, their medians, and the ratios with/without (pair by pair and of the medians).
+Last, where SCRAM's work is (once per connection: a TCP connection plus its authentication, then
+the same bytes as PLAINTEXT), it times `--connects` connections to each broker, interleaved.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.conn import create_conn
+
 from bench.common import LOGS, cpu_seconds, say, table
-from shared.credentials import PLAINTEXT, SECURITY_PROTOCOL
+from shared.credentials import ADMIN, PLAINTEXT, SECURITY_PROTOCOL
 from tools.cluster import free_port
 from tools.localinfra import LocalKafka
 
@@ -58,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-messages", type=int, default=5000, help="P2 messages per arm")
     p.add_argument("--hops", type=int, default=5, help="P2 relay hops")
     p.add_argument("--size", type=int, default=630, help="P2 record bytes")
+    p.add_argument("--connects", type=int, default=100, help="connections timed per broker")
     p.add_argument("--keep", action="store_true", help="keep the brokers' data and logs")
     return p
 
@@ -164,6 +169,22 @@ def report(runs: list[tuple[int, str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+async def connect_ms(brokers: list[LocalKafka], times: int) -> list[list[float]]:
+    """Milliseconds to open (and authenticate) one connection to each broker, `times` each,
+    the order alternating."""
+    took: list[list[float]] = [[] for _ in brokers]
+    for i in range(times):
+        order = list(enumerate(brokers))
+        for n, kafka in order if i % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            conn = await create_conn(
+                "127.0.0.1", kafka.port, **kafka.credentials.aiokafka(), client_id=ADMIN
+            )
+            took[n].append(1000 * (time.perf_counter() - started))
+            conn.close()
+    return took
+
+
 def measure(args: argparse.Namespace) -> int:
     base = LOGS / f"sasl-{datetime.now():%Y%m%d-%H%M%S}"
     brokers = {
@@ -195,6 +216,7 @@ def measure(args: argparse.Namespace) -> int:
                     f"msg/s, load {result['load']:.2f}, exit {result['exit']}"
                 )
                 runs.append((pair, name, result))
+        connects = asyncio.run(connect_ms(list(brokers.values()), args.connects))
     finally:
         for kafka in brokers.values():
             kafka.stop()
@@ -206,6 +228,11 @@ def measure(args: argparse.Namespace) -> int:
           f"flight), P2 {args.raw_messages} x {args.hops} hops x {args.size} B; {cores} CPUs; "
           f"load average at the end {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(report(runs))
+    with_ms, without_ms = (statistics.median(ms) for ms in connects)
+    print(
+        f"one connection, median of {args.connects}: with SASL/SCRAM {with_ms:.1f} ms, "
+        f"without {without_ms:.1f} ms (load average {os.getloadavg()[0]:.2f})"
+    )
     return 0 if all(r["exit"] == 0 for _, _, r in runs) else 1
 
 
