@@ -42,11 +42,13 @@ from shared.credentials import (
     ADMIN,
     BROKER,
     OPS,
+    PLAINTEXT,
     SERVICES,
     KafkaCredentials,
     new_password,
     read_password,
     secret_file,
+    security_protocol,
     write_compose_env,
     write_secret,
 )
@@ -166,8 +168,11 @@ async def ensure_users(bootstrap: str) -> None:
 async def create_topics(bootstrap: str, prefix: str = "") -> list[str]:
     """The catalogue's topics in namespace `prefix`, its ACLs, and the services' and console's
     SCRAM credentials (a broker of one's own, as the chaos run starts, has only the admin's);
-    returns the topics created."""
-    await ensure_users(bootstrap)
+    returns the topics created. A broker without authentication (PLAINTEXT, bench.sasl's) has
+    neither principals nor ACLs: only the topics."""
+    secured = security_protocol() != PLAINTEXT
+    if secured:
+        await ensure_users(bootstrap)
     admin = _admin(bootstrap)
     await admin.start()
     try:
@@ -181,7 +186,8 @@ async def create_topics(bootstrap: str, prefix: str = "") -> list[str]:
             await admin.create_topics(missing)
     finally:
         await admin.close()
-    await asyncio.to_thread(_apply_acls, bootstrap, prefix)
+    if secured:
+        await asyncio.to_thread(_apply_acls, bootstrap, prefix)
     return [t.name for t in missing]
 
 
@@ -212,7 +218,8 @@ async def drop_namespace(
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
-    if namespace:  # the deployment's own ACLs are never dropped with a test namespace
+    # the deployment's own ACLs are never dropped with a test namespace; PLAINTEXT has none
+    if namespace and security_protocol() != PLAINTEXT:
         await asyncio.to_thread(_delete_acls, bootstrap, {g.name for g in grants(namespace)})
 
 

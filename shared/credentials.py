@@ -8,6 +8,10 @@ principal, `kafka-NAME` and `store-NAME` (mode 0600), with the password and noth
 nothing here prints or logs a password. Docker Compose mounts the same files as Docker
 secrets (README).
 
+`GREENIT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT` connects without authentication: only to a broker
+that has none, which only `bench.sasl` starts (on a port of its own, for the measurement of what
+SASL costs); the deployment's broker refuses such a client.
+
 Usage: python -m shared.credentials ensure
 """
 
@@ -33,6 +37,8 @@ STORE_USERS: tuple[str, ...] = (*SERVICES, OPS, ADMIN)
 """The document store's users (`shared.store_users` gives each its roles)."""
 MECHANISM = "SCRAM-SHA-512"
 SECURITY_PROTOCOL = "SASL_PLAINTEXT"
+PLAINTEXT = "PLAINTEXT"
+PROTOCOLS = (SECURITY_PROTOCOL, PLAINTEXT)
 
 
 class MissingCredential(RuntimeError):
@@ -49,6 +55,17 @@ def secret_file(principal: str, directory: Path | None = None) -> Path:
 
 def store_secret_file(user: str, directory: Path | None = None) -> Path:
     return (directory or secrets_dir()) / f"store-{user}"
+
+
+def security_protocol() -> str:
+    """How clients of this process connect: GREENIT_KAFKA_SECURITY_PROTOCOL, SASL_PLAINTEXT
+    (SCRAM-SHA-512, the default) or PLAINTEXT (no authentication, no password needed)."""
+    protocol = os.environ.get("GREENIT_KAFKA_SECURITY_PROTOCOL") or SECURITY_PROTOCOL
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"GREENIT_KAFKA_SECURITY_PROTOCOL={protocol}: use {' or '.join(PROTOCOLS)}"
+        )
+    return protocol
 
 
 def new_password() -> str:
@@ -139,17 +156,27 @@ def read_store_password(user: str, directory: Path | None = None) -> str:
 class KafkaCredentials:
     username: str
     password: str
+    protocol: str = SECURITY_PROTOCOL
+    """PLAINTEXT: no authentication (the password is then empty and unused)."""
 
     def __repr__(self) -> str:  # never show the password
         return f"KafkaCredentials(username={self.username!r})"
 
     @classmethod
     def of(cls, principal: str) -> KafkaCredentials:
-        """`principal`'s password from the secrets directory."""
+        """`principal`'s password from the secrets directory (none under PLAINTEXT)."""
+        if security_protocol() == PLAINTEXT:
+            return cls(principal, "", PLAINTEXT)
         return cls(principal, read_password(principal))
+
+    @property
+    def authenticates(self) -> bool:
+        return self.protocol != PLAINTEXT
 
     def aiokafka(self) -> dict[str, Any]:
         """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
+        if not self.authenticates:
+            return {"security_protocol": PLAINTEXT}
         return {
             "security_protocol": SECURITY_PROTOCOL,
             "sasl_mechanism": MECHANISM,
@@ -161,7 +188,9 @@ class KafkaCredentials:
         """Keyword arguments for kafka-python's clients (the admin's ACLs and SCRAM calls)."""
         return self.aiokafka()
 
-    def faststream(self) -> SASLScram512:
+    def faststream(self) -> SASLScram512 | None:
+        if not self.authenticates:
+            return None
         return SASLScram512(username=self.username, password=self.password)
 
     def properties_file(self) -> Path:
@@ -169,6 +198,10 @@ class KafkaCredentials:
         `--producer.config`): written mode 0600 into the secrets directory."""
         module = "org.apache.kafka.common.security.scram.ScramLoginModule"
         path = secrets_dir() / f"client-{self.username}.properties"
+        if not self.authenticates:
+            path = secrets_dir() / "client-plaintext.properties"
+            write_secret(path, f"security.protocol={PLAINTEXT}\n")
+            return path
         write_secret(
             path,
             f"security.protocol={SECURITY_PROTOCOL}\nsasl.mechanism={MECHANISM}\n"
@@ -183,7 +216,9 @@ def tool_credentials(default: str = ADMIN) -> KafkaCredentials:
     else that principal's secret file) if set, else `default`."""
     username = os.environ.get("GREENIT_KAFKA_USERNAME") or default
     password = os.environ.get("GREENIT_KAFKA_PASSWORD")
-    return KafkaCredentials(username, password) if password else KafkaCredentials.of(username)
+    if password and security_protocol() != PLAINTEXT:
+        return KafkaCredentials(username, password)
+    return KafkaCredentials.of(username)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.credentials import (
+    PLAINTEXT,
     KafkaCredentials,
     MissingCredential,
     read_password,
@@ -44,6 +45,12 @@ class ServiceSettings(BaseSettings):
         None,
         description="Its password; unset: read from the secrets directory "
         "(GREENIT_SECRETS_DIR, default .local/secrets/), file kafka-<principal>.",
+    )
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = Field(
+        "SASL_PLAINTEXT",
+        description="SASL_PLAINTEXT: SCRAM-SHA-512 with the principal and password above. "
+        "PLAINTEXT: no authentication, only for a broker without it (bench.sasl starts one); "
+        "the deployment's broker refuses such a client.",
     )
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     store_auth: bool | None = Field(
@@ -143,6 +150,8 @@ class ServiceSettings(BaseSettings):
         username = self.kafka_username or self.service
         if not username:
             raise MissingCredential("no Kafka principal: set GREENIT_KAFKA_USERNAME")
+        if self.kafka_security_protocol == PLAINTEXT:
+            return KafkaCredentials(username, "", PLAINTEXT)
         if self.kafka_password is not None:
             return KafkaCredentials(username, self.kafka_password.get_secret_value())
         return KafkaCredentials(username, read_password(username))

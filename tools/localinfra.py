@@ -28,7 +28,14 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
 from shared import credentials, store_users
-from shared.credentials import ADMIN, BROKER, KafkaCredentials, read_password, write_secret
+from shared.credentials import (
+    ADMIN,
+    BROKER,
+    PLAINTEXT,
+    KafkaCredentials,
+    read_password,
+    write_secret,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -100,13 +107,38 @@ SCRAM_MARKER = ".greenit-scram"
 credentials: storage formatted before authentication has none, and no client could log in."""
 
 
-def kafka_properties(port: int, controller_port: int, log_dirs: Path) -> str:
+PLAINTEXT_DROPS = (
+    "listeners=",
+    "advertised.listeners=",
+    "listener.security.protocol.map=",
+    "inter.broker.listener.name=",
+    "sasl.",
+    "listener.name.",
+    "authorizer.class.name=",
+    "allow.everyone.if.no.acl.found=",
+    "super.users=",
+)
+"""What a broker without authentication leaves out of infra/kafka/server.properties."""
+
+
+def kafka_properties(port: int, controller_port: int, log_dirs: Path, *, sasl: bool = True) -> str:
     """infra/kafka/server.properties on these ports, with its log directory and the broker's
-    own password (from the secrets directory)."""
+    own password (from the secrets directory). `sasl=False`: the same broker with no
+    authentication and no authorizer (PLAINTEXT listeners), for bench.sasl's arm without SASL
+    and never anywhere else."""
     template = (ROOT / "infra/kafka/server.properties").read_text()
     text = template.replace("127.0.0.1:9093", f"127.0.0.1:{controller_port}").replace(
         "127.0.0.1:9092", f"127.0.0.1:{port}"
     )
+    if not sasl:
+        kept = [line for line in text.splitlines() if not line.startswith(PLAINTEXT_DROPS)]
+        return "\n".join(kept) + (
+            f"\nlisteners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            "inter.broker.listener.name=PLAINTEXT\n"
+            f"log.dirs={log_dirs}\n"
+        )
     password = read_password(BROKER)
     plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
@@ -120,26 +152,40 @@ def kafka_properties(port: int, controller_port: int, log_dirs: Path) -> str:
 
 
 def prepare_kafka(
-    *, jvm: list[str], config: Path, log_dirs: Path, port: int, controller_port: int, out: Path
+    *,
+    jvm: list[str],
+    config: Path,
+    log_dirs: Path,
+    port: int,
+    controller_port: int,
+    out: Path,
+    sasl: bool = True,
 ) -> None:
     """Write Kafka's configuration (mode 0600: it holds the broker's password) and format its
-    storage the first time, with the broker's and the admin's SCRAM credentials."""
+    storage the first time, with the broker's and the admin's SCRAM credentials (`sasl=False`:
+    none, see kafka_properties)."""
     libs = LOCAL / "kafka/libs"
     if not libs.is_dir():
         raise RuntimeError(f"no Kafka jars in {libs}: run ./dev provision first")
-    credentials.ensure()
+    if sasl:  # a broker without authentication needs no password
+        credentials.ensure()
     log_dirs.mkdir(parents=True, exist_ok=True)
     config.parent.mkdir(parents=True, exist_ok=True)
-    write_secret(config, kafka_properties(port, controller_port, log_dirs), private_dir=False)
+    properties = kafka_properties(port, controller_port, log_dirs, sasl=sasl)
+    write_secret(config, properties, private_dir=False)
     if (log_dirs / "meta.properties").exists():
-        if not (log_dirs / SCRAM_MARKER).exists():
+        if sasl and not (log_dirs / SCRAM_MARKER).exists():
             raise RuntimeError(
                 f"Kafka's storage {log_dirs} was formatted before authentication (it has no "
                 f"SCRAM credentials): stop Kafka and move the directory aside; the topics are "
                 f"created again, their events are not"
             )
         return
-    scram = [f"SCRAM-SHA-512=[name={who},password={read_password(who)}]" for who in (BROKER, ADMIN)]
+    scram = (
+        [f"SCRAM-SHA-512=[name={who},password={read_password(who)}]" for who in (BROKER, ADMIN)]
+        if sasl
+        else []
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("ab") as log:
         formatted = subprocess.run(
@@ -160,7 +206,8 @@ def prepare_kafka(
         )
     if formatted.returncode != 0:  # not CalledProcessError: its message shows the passwords
         raise RuntimeError(f"formatting Kafka storage failed (log: {out})")
-    (log_dirs / SCRAM_MARKER).touch()
+    if sasl:
+        (log_dirs / SCRAM_MARKER).touch()
 
 
 @dataclass
@@ -169,6 +216,8 @@ class LocalKafka(LocalProcess):
 
     controller_port: int = 0
     data: Path = Path()
+    sasl: bool = True
+    """False: no authentication and no ACLs (bench.sasl's arm without SASL only)."""
 
     @property
     def bootstrap(self) -> str:
@@ -202,12 +251,20 @@ class LocalKafka(LocalProcess):
             port=self.port,
             controller_port=self.controller_port,
             out=self.log,
+            sasl=self.sasl,
         )
+
+    @property
+    def credentials(self) -> KafkaCredentials:
+        """How a client reaches this broker as the admin."""
+        if self.sasl:
+            return KafkaCredentials.of(ADMIN)
+        return KafkaCredentials(ADMIN, "", PLAINTEXT)
 
     async def wait_ready(self, within_s: float = 90) -> None:
         """Until the broker answers a metadata request (listening is not yet serving)."""
         deadline = time.monotonic() + within_s
-        auth = KafkaCredentials.of(ADMIN).aiokafka()
+        auth = self.credentials.aiokafka()
         while True:
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=self.bootstrap, request_timeout_ms=5000, **auth
