@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,8 +173,14 @@ def _bar() -> Iterator[erase.Progress]:
         transient=False,
     ) as progress:
         tasks: dict[str, Any] = {}
+        shown: dict[str, float] = {}
 
         def update(phase: str, done: int, total: int) -> None:
+            # called for every block written or read: the bar is updated 10 times a second
+            now = time.monotonic()
+            if done < total and now - shown.get(phase, 0.0) < 0.1:
+                return
+            shown[phase] = now
             if phase not in tasks:
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=done, total=total)

@@ -23,20 +23,24 @@ import os
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench import TOOL_NAME, VERSION, probe
 from workbench.snapshot import LSBLK_COLUMNS, DriveInfo, parse_lsblk
 
-CHUNK = 4 * 2**20
-EVIDENCE_VERSION = "1.0"
+CHUNK = 2 * 2**20
+"""Bytes per write and per read: small enough to be checked while still in the CPU's cache."""
+IN_FLIGHT = 3
+"""Blocks written or read at once, so the drive always has the next one queued."""
+EVIDENCE_VERSION = "1.1"
 Progress = Callable[[str, int, int], None]
 """(phase: "write" | "verify" | "purge", bytes done, bytes in all)"""
 
@@ -76,8 +80,13 @@ class Evidence(BaseModel):
     error: str | None = None
     log_file: str = ""
     log_sha256: str = ""
-    throughput_write_mb_s: float | None = None
+    throughput_write_mb_s: float | None = Field(
+        default=None, description="Bytes written / (write_seconds + flush_seconds), in MB/s"
+    )
     throughput_verify_mb_s: float | None = None
+    write_seconds: float | None = Field(default=None, description="Writing, up to the last write")
+    flush_seconds: float | None = Field(default=None, description="The fsync after the last write")
+    verify_seconds: float | None = None
 
 
 @dataclass
@@ -289,6 +298,28 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _libc.memcmp.restype = ctypes.c_int
 
+T = TypeVar("T")
+
+
+def _pipelined(
+    regions: list[tuple[int, int]], job: Callable[[int, int, int], T]
+) -> Iterator[tuple[int, int, T]]:
+    """`job(index, offset, length)` for each region, IN_FLIGHT at a time in threads (os.preadv,
+    os.pwritev and ctypes release the GIL), yielded in the regions' order. Region i + IN_FLIGHT
+    starts only once region i was yielded, so a job may use buffer `index % IN_FLIGHT`. Leaving
+    the loop early waits for the jobs still running, and starts no other."""
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="workbench-io") as pool:
+        running = deque(
+            pool.submit(job, index, *regions[index])
+            for index in range(min(IN_FLIGHT, len(regions)))
+        )
+        for index, (offset, length) in enumerate(regions):
+            result = running.popleft().result()
+            yield offset, length, result
+            following = index + IN_FLIGHT
+            if following < len(regions):
+                running.append(pool.submit(job, following, *regions[following]))
+
 
 def _verify(
     fd: int,
@@ -298,48 +329,48 @@ def _verify(
     progress: Progress,
     total: int,
 ) -> Verified:
-    """Read the regions back and compare them with the pattern. The next region is read in a
-    thread while this one is compared; libc's memcmp through ctypes compares in place, without
-    copying and without the GIL, so the comparison keeps up with the drive."""
+    """Read the regions back and compare them with the pattern, IN_FLIGHT blocks at a time.
+    Each thread reads its block into its own buffer and checks it in place with libc's memcmp
+    (through ctypes: no copy, without the GIL): every byte equals the pattern when the first
+    does and memcmp(block, block + 1, length - 1) finds no difference, which reads the block
+    once while it is still in the CPU's cache."""
     result = Verified()
-    buffers = [mmap.mmap(-1, CHUNK) for _ in range(2)]
-    expected = mmap.mmap(-1, CHUNK)
-    expected.write(bytes([pattern]) * CHUNK)
-    pinned = [ctypes.c_char.from_buffer(m) for m in (*buffers, expected)]
+    buffers = [mmap.mmap(-1, CHUNK) for _ in range(IN_FLIGHT)]
+    pinned = [ctypes.c_char.from_buffer(m) for m in buffers]
     addresses = [ctypes.addressof(p) for p in pinned]
+    views = [memoryview(m) for m in buffers]
 
-    def read(slot: int, offset: int, length: int) -> OSError | None:
-        view = memoryview(buffers[slot])[:length]
+    def check(index: int, offset: int, length: int) -> OSError | bool:
+        slot = index % IN_FLIGHT
         try:
-            got = os.preadv(fd, [view], offset)
+            got = os.preadv(fd, [views[slot][:length]], offset)
         except OSError as exc:
             return exc
-        finally:
-            view.release()
-        return None if got == length else OSError(errno.EIO, f"short read: {got} of {length}")
+        if got != length:
+            return OSError(errno.EIO, f"short read: {got} of {length}")
+        return buffers[slot][0] == pattern and (
+            _libc.memcmp(addresses[slot], addresses[slot] + 1, length - 1) == 0
+        )
 
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(read, 0, *regions[0]) if regions else None
-        for index, (offset, length) in enumerate(regions):
-            assert pending is not None
-            failure = pending.result()
-            if index + 1 < len(regions):
-                pending = reader.submit(read, (index + 1) % 2, *regions[index + 1])
-            if failure is None:
-                if _libc.memcmp(addresses[index % 2], addresses[2], length) != 0:
-                    result.mismatched += 1
-                    result.first_problem = result.first_problem or f"pattern mismatch at {offset}"
-            else:
+    try:
+        for offset, length, outcome in _pipelined(regions, check):
+            if outcome is False:
+                result.mismatched += 1
+                result.first_problem = result.first_problem or f"pattern mismatch at {offset}"
+            elif isinstance(outcome, OSError):
                 unreadable = _unreadable_sectors(fd, offset, length, sector)
                 result.unreadable += unreadable or length // sector
                 result.first_problem = (
-                    result.first_problem or f"read error at byte {offset}: {failure}"
+                    result.first_problem or f"read error at byte {offset}: {outcome}"
                 )
             result.bytes_read += length
             progress("verify", result.bytes_read, total)
-    del pinned, addresses
-    for buffer in (*buffers, expected):
-        buffer.close()
+    finally:
+        for view in views:
+            view.release()
+        pinned.clear()  # the buffers can be closed once nothing points into them
+        for buffer in buffers:
+            buffer.close()
     return result
 
 
@@ -357,6 +388,38 @@ def _unreadable_sectors(fd: int, offset: int, length: int, sector: int) -> int:
             view.release()
     buffer.close()
     return bad
+
+
+def _overwrite(fd: int, size: int, pattern: int, progress: Progress) -> tuple[int, OSError | None]:
+    """Write the pattern over [0, size), IN_FLIGHT blocks at a time from one buffer filled once.
+    Returns the bytes written in order from byte 0 (a failed block ends the count) and the
+    first failure."""
+    buffer = mmap.mmap(-1, CHUNK)
+    buffer.write(bytes([pattern]) * CHUNK)
+    whole = memoryview(buffer)
+
+    def write(index: int, offset: int, length: int) -> OSError | None:
+        try:
+            done = os.pwritev(fd, [whole[:length]], offset)
+        except OSError as exc:
+            return exc
+        if done != length:
+            return OSError(errno.EIO, f"short write at byte {offset}: {done} of {length}")
+        return None
+
+    written = 0
+    failure: OSError | None = None
+    try:
+        for _, length, outcome in _pipelined(list(_chunks(size, CHUNK)), write):
+            if outcome is not None:
+                failure = outcome
+                break
+            written += length
+            progress("write", written, size)
+    finally:
+        whole.release()
+        buffer.close()
+    return written, failure
 
 
 def clear(
@@ -389,28 +452,23 @@ def clear(
     )
     log(f"{TOOL_NAME} {VERSION}: Clear (NIST SP 800-88 Rev. 1) of {drive.path}")
     log(f"drive model={drive.model} serial={drive.serial} size={size} kind={drive.kind}")
-    log(f"technique: {evidence.technique}, chunk {CHUNK} bytes, O_DIRECT")
-    expected = mmap.mmap(-1, CHUNK)
-    expected.write(bytes([pattern]) * CHUNK)
-    written = 0
+    log(
+        f"technique: {evidence.technique}, blocks of {CHUNK} bytes, {IN_FLIGHT} in flight, "
+        "O_DIRECT, one fsync after the last write"
+    )
     try:
         fd, direct = _open(drive.path, os.O_WRONLY)
     except OSError as exc:
         log(f"open for writing failed: {exc}")
         return _finish(evidence, log, error=f"cannot open for writing: {exc}")
     log(f"opened for writing ({'O_DIRECT' if direct else 'buffered, O_DIRECT refused'})")
+    written = 0
     began = time.monotonic()
     try:
-        for offset, length in _chunks(size, CHUNK):
-            view = memoryview(expected)[:length]
-            try:
-                done = os.pwritev(fd, [view], offset)
-            finally:
-                view.release()
-            if done != length:
-                raise OSError(errno.EIO, f"short write at byte {offset}: {done} of {length}")
-            written += length
-            progress("write", written, size)
+        written, failure = _overwrite(fd, size, pattern, progress)
+        if failure is not None:
+            raise failure
+        wrote = time.monotonic()
         os.fsync(fd)
     except OSError as exc:
         log(f"write failed after {written} bytes: {exc}")
@@ -418,17 +476,22 @@ def clear(
         return _finish(
             evidence, log, error=f"write failed at byte {written}: {exc}", written=written
         )
-    write_seconds = time.monotonic() - began
+    flushed = time.monotonic()
     os.close(fd)
-    log(f"wrote {written} bytes in {write_seconds:.2f} s, flushed")
+    evidence.write_seconds = round(wrote - began, 3)
+    evidence.flush_seconds = round(flushed - wrote, 3)
+    log(
+        f"wrote {written} bytes in {wrote - began:.2f} s, "
+        f"then flushed them to the drive (fsync) in {flushed - wrote:.2f} s"
+    )
     evidence.passes = 1
-    evidence.throughput_write_mb_s = round(written / 1e6 / max(write_seconds, 1e-9), 1)
+    evidence.throughput_write_mb_s = round(written / 1e6 / max(flushed - began, 1e-9), 1)
 
     seed = random.SystemRandom().randrange(2**32)
     regions = _sampled(size, CHUNK, sample_rate, seed)
     log(
-        f"verification: {verification}, {len(regions)} blocks"
-        + (f", seed {seed}" if sample_rate < 1 else "")
+        f"verification: {verification}, {len(regions)} blocks of up to {CHUNK} bytes, "
+        f"{IN_FLIGHT} in flight" + (f", seed {seed}" if sample_rate < 1 else "")
     )
     try:
         fd, direct = _open(drive.path, os.O_RDONLY)
@@ -443,10 +506,10 @@ def clear(
     )
     verify_seconds = time.monotonic() - began
     os.close(fd)
-    expected.close()
     evidence.bytes_verified = checked.bytes_read
     evidence.mismatched_blocks = checked.mismatched
     evidence.unreadable_sectors = checked.unreadable
+    evidence.verify_seconds = round(verify_seconds, 3)
     evidence.throughput_verify_mb_s = round(checked.bytes_read / 1e6 / max(verify_seconds, 1e-9), 1)
     log(
         f"read back {checked.bytes_read} bytes in {verify_seconds:.2f} s: "

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import DeviceCategory, ErasureRecord, MaterialFractions, Recycler
+from shared.events import (
+    DeviceCategory,
+    ErasureRecord,
+    MaterialFractions,
+    Recycler,
+    SanitizationMethod,
+)
 from shared.evidence import evidence_digest
 from shared.mongo import Document
 
@@ -193,6 +199,44 @@ def certificate(doc: Document, kind: Kind) -> DonorCertificate:
 # ---- public verification --------------------------------------------------------------------
 
 
+class PublicErasure(Frozen):
+    """One drive of an erasure certificate as the public page shows it: how it was sanitized and
+    whose word that is (the workbench's own log, or a typed record). No drive serial, no
+    operator, no place."""
+
+    method: SanitizationMethod
+    tool: str
+    tool_version: str
+    verified: bool
+    source: Literal["workbench", "typed record"]
+    log_sha256: str | None = None
+    bytes_written: int | None = None
+    bytes_verified: int | None = None
+    verification_sample_rate: float | None = None
+
+
+def public_erasure(record: ErasureRecord) -> PublicErasure:
+    shown = PublicErasure(
+        method=record.method,
+        tool=record.tool,
+        tool_version=record.tool_version,
+        verified=record.verified,
+        source="typed record",
+    )
+    w = record.workbench
+    if w is None:
+        return shown
+    return shown.model_copy(
+        update={
+            "source": "workbench",
+            "log_sha256": w.log_sha256,
+            "bytes_written": w.bytes_written,
+            "bytes_verified": w.bytes_verified,
+            "verification_sample_rate": w.verification_sample_rate,
+        }
+    )
+
+
 class PublicCertificate(Frozen):
     """What the public page shows of one certificate: no donor, no recipient, no person."""
 
@@ -200,6 +244,9 @@ class PublicCertificate(Frozen):
     certificate_id: UUID
     issued_at: datetime
     evidence: Evidence
+    erasures: list[PublicErasure] = Field(
+        default_factory=list, description="An erasure certificate's drives, in its order"
+    )
 
 
 class PublicDevice(Frozen):
@@ -227,6 +274,9 @@ def public_view(doc: Document, digest: str | None = None) -> PublicDevice:
                 certificate_id=c.certificate_id,
                 issued_at=c.issued_at,
                 evidence=c.evidence,
+                erasures=[public_erasure(e) for e in c.erasures]
+                if isinstance(c, ErasureCertificate)
+                else [],
             )
         )
     wanted = digest.strip().lower() if digest else None

@@ -20,6 +20,7 @@ from shared.events import (
     Grade,
     HardwareSpecs,
     SanitizationMethod,
+    WorkbenchEvidence,
 )
 from tests.helpers import create_key, eventually, publish
 from tools.cluster import project_root, running_cluster
@@ -263,3 +264,65 @@ async def test_the_qr_code_of_a_certificate_issued_before_resolves_through_intak
         response = await eventually(verified)
     assert str(response.url).startswith(urls["custody"])
     assert response.json()["device_id"] == device_id
+
+
+async def test_the_public_page_shows_workbench_evidence_or_typed_record(http, namespace):
+    device_id, pickup_id = uuid4(), uuid4()
+    at = datetime.now(UTC)
+    received = DeviceReceived(
+        event_id=uuid4(),
+        occurred_at=at,
+        producer="intake",
+        correlation_id=pickup_id,
+        device_id=device_id,
+        pickup_id=pickup_id,
+        partner_id=DONOR_B,
+        asset_tag="WB-1",
+        asset_tag_generated=False,
+        serial_number="SN-WB-1",
+        category="laptop",
+        make="Lenovo",
+        model="ThinkPad T480",
+        weight_kg=1.6,
+        scanned_by=STAFF,
+        location="Warehouse Brussels",
+    )
+    wiped = _wiped(device_id, pickup_id, at + timedelta(seconds=1), uuid4())
+    typed = wiped.erasures[0]
+    by_workbench = typed.model_copy(
+        update={
+            "drive_serial": "DRV-WB",
+            "method": SanitizationMethod.CLEAR,
+            "tool": "greenit-workbench",
+            "tool_version": "1.0.0",
+            "workbench": WorkbenchEvidence(
+                evidence_version="1.1",
+                log_sha256="cd" * 32,
+                started_at=at - timedelta(minutes=9),
+                ended_at=at,
+                bytes_written=512110190592,
+                passes=1,
+                bytes_verified=51211018240,
+                verification_sample_rate=0.1,
+            ),
+        }
+    )
+    await publish(namespace, received, wiped.model_copy(update={"erasures": [by_workbench, typed]}))
+
+    async def page():
+        r = await http(None, "custody", "GET", f"/verify/{device_id}")
+        return r if r.status_code == 200 and "Erasure certificate" in r.text else None
+
+    html = " ".join((await eventually(page)).text.split())
+    assert (
+        "<td>1 of 2</td> <td>Clear</td> <td>greenit-workbench 1.0.0</td> <td>yes</td> "
+        '<td class="workbench">recorded by the workbench on the machine (greenit-workbench '
+        f'1.0.0); erasure log SHA-256 <code class="log">{"cd" * 32}</code>; 512,110,190,592 '
+        "bytes written, 51,211,018,240 bytes read back (10% of the drive)</td>"
+    ) in html
+    assert (
+        "<td>2 of 2</td> <td>Purge</td> <td>nwipe 0.37</td> <td>yes</td> "
+        '<td class="typed">typed record: entered by a person, no machine evidence attached</td>'
+    ) in html
+    for private in ("DRV-WB", "DRV-1", "SN-WB-1", STAFF, DONOR_B, "Warehouse Brussels"):
+        assert private not in html, private

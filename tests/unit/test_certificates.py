@@ -1,11 +1,13 @@
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from jinja2 import Environment, PackageLoader, select_autoescape
 from pypdf import PdfReader
 
 from services.custody import domain
@@ -30,6 +32,7 @@ from shared.events import (
     MaterialFractions,
     Recycler,
     SanitizationMethod,
+    WorkbenchEvidence,
 )
 from tools.verify_certificate import evidence_of
 
@@ -289,10 +292,8 @@ def test_the_public_view_checks_a_digest_and_shows_no_personal_data():
     assert public_view(doc, "0" * 64).digest_matches is None
 
 
-def test_the_erasure_pdf_tells_workbench_evidence_from_a_typed_record():
-    from shared.events import WorkbenchEvidence
-
-    by_workbench = erasure("DRV-W").model_copy(
+def by_workbench(serial: str) -> ErasureRecord:
+    return erasure(serial).model_copy(
         update={
             "tool": "greenit-workbench",
             "tool_version": "1.0.0",
@@ -308,12 +309,18 @@ def test_the_erasure_pdf_tells_workbench_evidence_from_a_typed_record():
             ),
         }
     )
-    event = DeviceWiped(
+
+
+def wiped_by_workbench_and_by_hand() -> DeviceWiped:
+    return DeviceWiped(
         **_envelope(60, "diagnostics"),
         certificate_id=uuid4(),
-        erasures=[by_workbench, erasure("DRV-T")],
+        erasures=[by_workbench("DRV-W"), erasure("DRV-T")],
     )
-    certificate = erasure_certificate(device_doc(received(), event))
+
+
+def test_the_erasure_pdf_tells_workbench_evidence_from_a_typed_record():
+    certificate = erasure_certificate(device_doc(received(), wiped_by_workbench_and_by_hand()))
 
     text = text_of(render(certificate, URL))
 
@@ -321,4 +328,56 @@ def test_the_erasure_pdf_tells_workbench_evidence_from_a_typed_record():
     assert "ab" * 32 in text
     assert "256,060,514,304 bytes, 1 pass(es)" in text
     assert "typed record: entered by a person, no machine evidence attached" in text
-    assert certificate.erasures[0].workbench == by_workbench.workbench
+    assert certificate.erasures[0].workbench == by_workbench("DRV-W").workbench
+
+
+def verify_page(doc: dict[str, Any]) -> str:
+    """The public page as custody renders it: its template, autoescaped like every HTML page."""
+    templates = Environment(
+        loader=PackageLoader("services.custody", "templates"), autoescape=select_autoescape()
+    )
+    return templates.get_template("verify.html").render(device=public_view(doc), nonce="n")
+
+
+def test_the_public_page_tells_workbench_evidence_from_a_typed_record_per_drive():
+    doc = device_doc(received(), wiped_by_workbench_and_by_hand())
+
+    workbench, typed = public_view(doc).certificates[0].erasures
+
+    assert (workbench.source, workbench.tool, workbench.tool_version) == (
+        "workbench",
+        "greenit-workbench",
+        "1.0.0",
+    )
+    assert (workbench.log_sha256, workbench.bytes_verified) == ("ab" * 32, 256060514304)
+    assert (typed.source, typed.tool, typed.log_sha256) == ("typed record", "nwipe", None)
+    cells = [
+        " ".join(td.split())
+        for td in re.findall(r"<td[^>]*>(.*?)</td>", verify_page(doc), re.DOTALL)
+    ]
+    first, second = cells.index("1 of 2"), cells.index("2 of 2")
+    assert cells[first : first + 4] == ["1 of 2", "Purge", "greenit-workbench 1.0.0", "yes"]
+    assert cells[first + 4] == (
+        "recorded by the workbench on the machine (greenit-workbench 1.0.0); erasure log SHA-256 "
+        f'<code class="log">{"ab" * 32}</code>; 256,060,514,304 bytes written, '
+        "256,060,514,304 bytes read back (100% of the drive)"
+    )
+    assert cells[second : second + 5] == [
+        "2 of 2",
+        "Purge",
+        "nwipe 0.37",
+        "yes",
+        "typed record: entered by a person, no machine evidence attached",
+    ]
+
+
+def test_the_public_page_names_no_drive_serial_operator_or_place():
+    doc = device_doc(received(), wiped_by_workbench_and_by_hand(), dismantled(), recycled())
+
+    page = verify_page(doc)
+
+    assert page.count("recorded by the workbench on the machine") == 1
+    assert page.count("typed record: entered by a person") == 1
+    shown = page + public_view(doc).model_dump_json()
+    for private in ("acme-consulate", "tech-lena", "DRV-W", "DRV-T", "5CG8123XYZ", "Wipe bench"):
+        assert private not in shown, private
