@@ -24,7 +24,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -303,7 +303,7 @@ T = TypeVar("T")
 
 def _pipelined(
     regions: list[tuple[int, int]], job: Callable[[int, int, int], T]
-) -> Iterator[tuple[int, int, T]]:
+) -> Generator[tuple[int, int, T], None, None]:
     """`job(index, offset, length)` for each region, IN_FLIGHT at a time in threads (os.preadv,
     os.pwritev and ctypes release the GIL), yielded in the regions' order. Region i + IN_FLIGHT
     starts only once region i was yielded, so a job may use buffer `index % IN_FLIGHT`. Leaving
@@ -353,18 +353,19 @@ def _verify(
         )
 
     try:
-        for offset, length, outcome in _pipelined(regions, check):
-            if outcome is False:
-                result.mismatched += 1
-                result.first_problem = result.first_problem or f"pattern mismatch at {offset}"
-            elif isinstance(outcome, OSError):
-                unreadable = _unreadable_sectors(fd, offset, length, sector)
-                result.unreadable += unreadable or length // sector
-                result.first_problem = (
-                    result.first_problem or f"read error at byte {offset}: {outcome}"
-                )
-            result.bytes_read += length
-            progress("verify", result.bytes_read, total)
+        with contextlib.closing(_pipelined(regions, check)) as done:
+            for offset, length, outcome in done:
+                if outcome is False:
+                    result.mismatched += 1
+                    result.first_problem = result.first_problem or f"pattern mismatch at {offset}"
+                elif isinstance(outcome, OSError):
+                    unreadable = _unreadable_sectors(fd, offset, length, sector)
+                    result.unreadable += unreadable or length // sector
+                    result.first_problem = (
+                        result.first_problem or f"read error at byte {offset}: {outcome}"
+                    )
+                result.bytes_read += length
+                progress("verify", result.bytes_read, total)
     finally:
         for view in views:
             view.release()
@@ -410,12 +411,14 @@ def _overwrite(fd: int, size: int, pattern: int, progress: Progress) -> tuple[in
     written = 0
     failure: OSError | None = None
     try:
-        for _, length, outcome in _pipelined(list(_chunks(size, CHUNK)), write):
-            if outcome is not None:
-                failure = outcome
-                break
-            written += length
-            progress("write", written, size)
+        # closing: the writes still in flight end before the buffer is released
+        with contextlib.closing(_pipelined(list(_chunks(size, CHUNK)), write)) as done:
+            for _, length, outcome in done:
+                if outcome is not None:
+                    failure = outcome
+                    break
+                written += length
+                progress("write", written, size)
     finally:
         whole.release()
         buffer.close()
