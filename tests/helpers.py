@@ -1,4 +1,6 @@
-"""Helpers for integration and end-to-end tests: keys, raw Kafka access, polling."""
+"""Helpers for integration and end-to-end tests: keys, calls to the services, raw Kafka access,
+polling (`eventually`, `until`) and the positive signals that replace waiting for "nothing more
+arrives" (`caught_up`: a consumer group's lag is 0; `published`: no outbox holds an event)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from shared.auth import Role, new_key, store_key
@@ -29,8 +31,10 @@ from shared.events import (
     Grade,
     HardwareSpecs,
 )
-from shared.topics import topic_of
+from shared.topics import ALL_TOPICS, topic_of
+from tests.builders import pickup_body, schedule_body
 from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth, settings_in
+from tools.chaos import _OUTBOXES as OUTBOXES
 from tools.cluster import free_port
 
 T = TypeVar("T")
@@ -124,6 +128,20 @@ class TopicReader:
                 seen = [(e.event_type, str(e.subject_id)) for e in self.events][-20:]
                 raise AssertionError(f"timed out; last events seen: {seen}")
 
+    async def read_to_end(self, within_s: float = 30.0) -> list[Event]:
+        """Read every partition up to its end as it is now; the events seen so far."""
+        assert self._consumer is not None
+        deadline = time.monotonic() + within_s
+        while not self._consumer.assignment():
+            assert time.monotonic() < deadline, "no partition of the topics was assigned"
+            await self._poll()
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        while any(await self._consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, "did not reach the end of the topics"
+            await self._poll()
+        return self.events
+
     def of_type(self, event_type: str) -> list[Event]:
         return [e for e in self.events if e.event_type == event_type]
 
@@ -138,6 +156,127 @@ async def eventually(check: Callable[[], Awaitable[T]], within_s: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s (last: {result!r})")
         await asyncio.sleep(0.3)
+
+
+def until(check: Callable[[], T], within_s: float = 30.0, what: str = "condition") -> T:
+    """`eventually` for synchronous code (the e2e tests drive the services with blocking
+    clients): retry check() until it returns a truthy value."""
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within_s}s (last: {result!r})")
+        time.sleep(0.3)
+
+
+async def create_keys(namespace: str, partners: Mapping[str, Partner]) -> dict[str, str]:
+    """A key for each partner: `{name: role}` (the partner id is the name) or
+    `{name: (role, partner_id)}`."""
+    keys = {}
+    for name, partner in partners.items():
+        role, partner_id = partner if isinstance(partner, tuple) else (partner, name)
+        keys[name] = await create_key(namespace, role, partner_id)
+    return keys
+
+
+Partner = Role | tuple[Role, str]
+
+
+def intake_or_custody(method: str, path: str) -> str:
+    """Where a path of the donor's journey is served: pickups (and scans) and the station are
+    intake's, the views they feed (devices, certificates, reports, ops, verify) custody's."""
+    return "intake" if path.startswith(("/pickups", "/station")) else "custody"
+
+
+class Api:
+    """`await http(who, method, path, **httpx_kwargs)`: a call as partner `who` (a name in the
+    module's PARTNERS; None: no key) to the service given as `service=`, else the only one
+    running, else intake or custody by the path (`intake_or_custody`)."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, urls: Mapping[str, str], keys: Mapping[str, str]
+    ) -> None:
+        self.client, self.urls, self.keys = client, urls, keys
+
+    def url(self, method: str, path: str, service: str | None = None) -> str:
+        if service is None:
+            service = next(iter(self.urls)) if len(self.urls) == 1 else None
+        return self.urls[service or intake_or_custody(method, path)] + path
+
+    async def __call__(
+        self, who: str | None, method: str, path: str, *, service: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = ({"X-API-Key": self.keys[who]} if who else {}) | kw.pop("headers", {})
+        return await self.client.request(
+            method, self.url(method, path, service), headers=headers, **kw
+        )
+
+
+async def new_pickup(
+    http: Api, donor: str, staff: str, *, schedule: bool = True, **body: Any
+) -> dict[str, Any]:
+    """A pickup asked for by `donor` (pickup_body with `body`), scheduled by `staff`; its JSON."""
+    created = await http(donor, "POST", "/pickups", json=pickup_body(**body))
+    assert created.status_code == 201, created.text
+    pickup: dict[str, Any] = created.json()
+    if schedule:
+        path = f"/pickups/{pickup['pickup_id']}/schedule"
+        scheduled = await http(staff, "POST", path, json=schedule_body())
+        assert scheduled.status_code == 200, scheduled.text
+        pickup = scheduled.json()
+    return pickup
+
+
+async def caught_up(namespace: str, service: str, *topics: str, within_s: float = 30.0) -> None:
+    """Until `service`'s consumer group has committed the end of every partition of `topics`
+    as they are now (its lag is 0): a consumer commits a record only once its handler applied
+    it, so all it will ever do with what was published so far is done."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        **kafka_auth(),
+        group_id=namespace + service,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(namespace + topic.name, p)
+            for topic in ALL_TOPICS
+            if topic.name in topics
+            for p in range(topic.partitions)
+        ]
+        assert len({tp.topic for tp in partitions}) == len(topics), f"unknown topic in {topics}"
+        ends = await consumer.end_offsets(partitions)
+
+        async def done() -> bool:
+            for tp in partitions:
+                if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                    return False
+            return True
+
+        await eventually(done, within_s)
+    finally:
+        await consumer.stop()
+
+
+async def published(namespace: str, service: str, within_s: float = 30.0) -> None:
+    """Until no document of `service` holds an outbox entry: everything its requests so far
+    will ever publish is on the broker (read it to the end with TopicReader.read_to_end)."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(MONGO_URL)
+    db = client[f"{namespace}greenit_{service}"]
+
+    async def empty() -> bool:
+        for name in OUTBOXES[service]:
+            if await db[name].count_documents({"outbox": {"$nin": [{}, None]}}):
+                return False
+        return True
+
+    try:
+        await eventually(empty, within_s)
+    finally:
+        await client.close()
 
 
 def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
