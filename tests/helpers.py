@@ -137,10 +137,12 @@ class TopicReader:
             await self._poll()
         partitions = list(self._consumer.assignment())
         ends = await self._consumer.end_offsets(partitions)
-        while any(await self._consumer.position(tp) < ends[tp] for tp in partitions):
-            assert time.monotonic() < deadline, "did not reach the end of the topics"
+        while True:
+            behind = [tp for tp in partitions if await self._consumer.position(tp) < ends[tp]]
+            if not behind:
+                return self.events
+            assert time.monotonic() < deadline, f"did not reach the end of {behind}"
             await self._poll()
-        return self.events
 
     def of_type(self, event_type: str) -> list[Event]:
         return [e for e in self.events if e.event_type == event_type]
@@ -192,18 +194,25 @@ def intake_or_custody(method: str, path: str) -> str:
 
 class Api:
     """`await http(who, method, path, **httpx_kwargs)`: a call as partner `who` (a name in the
-    module's PARTNERS; None: no key) to the service given as `service=`, else the only one
-    running, else intake or custody by the path (`intake_or_custody`)."""
+    module's PARTNERS; None: no key) to the service given as `service=`, else the default one
+    (`to(service)`, or the only one running), else intake or custody by the path."""
 
     def __init__(
-        self, client: httpx.AsyncClient, urls: Mapping[str, str], keys: Mapping[str, str]
+        self,
+        client: httpx.AsyncClient,
+        urls: Mapping[str, str],
+        keys: Mapping[str, str],
+        default: str | None = None,
     ) -> None:
         self.client, self.urls, self.keys = client, urls, keys
+        self.default = default or (next(iter(urls)) if len(urls) == 1 else None)
+
+    def to(self, service: str) -> Api:
+        """The same calls, to `service` unless a call names another."""
+        return Api(self.client, self.urls, self.keys, default=service)
 
     def url(self, method: str, path: str, service: str | None = None) -> str:
-        if service is None:
-            service = next(iter(self.urls)) if len(self.urls) == 1 else None
-        return self.urls[service or intake_or_custody(method, path)] + path
+        return self.urls[service or self.default or intake_or_custody(method, path)] + path
 
     async def __call__(
         self, who: str | None, method: str, path: str, *, service: str | None = None, **kw: Any
