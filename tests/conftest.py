@@ -1,7 +1,7 @@
 """The fixtures every integration and e2e module shares (see docs/tests.md):
 
 - `namespace`, `topics`, `base_env`: a module's own topics, consumer groups and databases;
-- `cluster`: the services a module names in `SERVICES` (default: all five) as processes in its
+- `cluster`: the services a module names in `CLUSTER` (default: all five) as processes in its
   namespace, with the `service_env` fixture's variables (a module overrides it) added;
 - `keys`: an API key for each partner in the module's `PARTNERS`;
 - `http`: `await http(who, method, path, ...)`, a call to the cluster as one of them.
@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -31,18 +33,84 @@ def kafka_auth(principal: str = ADMIN) -> dict[str, Any]:
     return KafkaCredentials.of(principal).aiokafka()
 
 
-@pytest.fixture(scope="module")
-def namespace() -> str:
-    """Each test module gets topics, groups and databases of its own: nothing leaks between them."""
-    return f"t{uuid.uuid4().hex[:8]}_"
+class Namespaces:
+    """The modules' namespaces, made and dropped on a thread of their own so that no module
+    waits for either: while a module runs, one namespace's topics (and ACLs) are created for
+    the next module that needs topics (any will do: each has the whole catalogue), and the
+    namespace of the module before is dropped (topics, ACLs, databases). Creating a namespace's
+    105 partitions and dropping them takes about 1 s on a quiet machine, several on a loaded one
+    (docs/tests.md)."""
+
+    def __init__(self, needing: set[str]) -> None:
+        self.waiting = needing  # the modules that need topics and have not taken a namespace
+        self.ready: list[tuple[str, Future[Any]]] = []
+        self.dropped: list[Future[Any]] = []
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="namespaces")
+
+    def _create(self) -> tuple[str, Future[Any]]:
+        name = f"t{uuid.uuid4().hex[:8]}_"
+        return name, self.thread.submit(asyncio.run, create_topics(BOOTSTRAP, prefix=name))
+
+    def take(self, module: str) -> tuple[str, Future[Any] | None]:
+        """The module's namespace and the creation of its topics (None: it needs none)."""
+        if module not in self.waiting:
+            return f"t{uuid.uuid4().hex[:8]}_", None
+        self.waiting.discard(module)
+        name, created = self.ready.pop() if self.ready else self._create()
+        if self.waiting:  # (with xdist, modules run by other workers stay listed: one spare)
+            self.ready.append(self._create())
+        return name, created
+
+    def drop(self, name: str) -> None:
+        self.dropped.append(
+            self.thread.submit(asyncio.run, drop_namespace(BOOTSTRAP, MONGO_URL, name))
+        )
+
+    def close(self) -> None:
+        """Drop what was made for modules that did not come, then wait for every drop."""
+        for name, created in self.ready:
+            created.result()
+            self.drop(name)
+        for dropped in self.dropped:
+            dropped.result()
+        self.thread.shutdown()
+
+
+@pytest.fixture(scope="session")
+def namespaces(request: pytest.FixtureRequest) -> Iterator[Namespaces]:
+    needing = {
+        item.module.__name__
+        for item in request.session.items
+        if item.module and "topics" in getattr(item, "fixturenames", ())
+    }
+    made = Namespaces(needing)
+    yield made
+    made.close()
 
 
 @pytest.fixture(scope="module")
-async def topics(namespace: str) -> AsyncIterator[str]:
-    """The catalogue's topics in the module's namespace; deleted afterwards, with its databases."""
-    await create_topics(BOOTSTRAP, prefix=namespace)
-    yield namespace
-    await drop_namespace(BOOTSTRAP, MONGO_URL, namespace)
+def _namespace(
+    request: pytest.FixtureRequest, namespaces: Namespaces
+) -> Iterator[tuple[str, Future[Any] | None]]:
+    name, created = namespaces.take(request.module.__name__)
+    yield name, created
+    namespaces.drop(name)
+
+
+@pytest.fixture(scope="module")
+def namespace(_namespace: tuple[str, Future[Any] | None]) -> str:
+    """Each test module gets topics, groups and databases of its own: nothing leaks between
+    them. A module's namespace is dropped (in the background) after the module."""
+    return _namespace[0]
+
+
+@pytest.fixture(scope="module")
+async def topics(_namespace: tuple[str, Future[Any] | None]) -> str:
+    """The catalogue's topics in the module's namespace (made while the module before ran)."""
+    name, created = _namespace
+    assert created is not None, "a module that needs topics was not seen at collection"
+    await asyncio.wrap_future(created)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +149,9 @@ def cluster(
     service_env: dict[str, str],
     namespace: str,
 ) -> Iterator[Cluster]:
-    """The module's `SERVICES` (default: all five) as processes; logs in
+    """The module's `CLUSTER` (default: all five services) as processes; logs in
     .local/test-logs/<namespace>/."""
-    services = getattr(request.module, "SERVICES", SERVICES)
+    services = getattr(request.module, "CLUSTER", SERVICES)
     log_dir = project_root() / ".local" / "test-logs" / namespace
     with running_cluster(base_env | service_env, log_dir, services) as started:
         yield started
@@ -103,5 +171,5 @@ async def http(cluster: Cluster, keys: dict[str, str]) -> AsyncIterator[Any]:
     """`await http(who, method, path, service=..., **httpx_kwargs)` (tests.helpers.Api)."""
     from tests.helpers import Api
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=120) as client:
         yield Api(client, cluster.urls, keys)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from shared.topics import ALL_TOPICS, topic_of
 from tests.builders import pickup_body, schedule_body
 from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth, settings_in
 from tools.chaos import _OUTBOXES as OUTBOXES
-from tools.cluster import free_port
+from tools.cluster import free_port, project_root
 
 T = TypeVar("T")
 
@@ -160,7 +161,7 @@ async def eventually(check: Callable[[], Awaitable[T]], within_s: float = 30.0) 
         await asyncio.sleep(0.3)
 
 
-def until(check: Callable[[], T], within_s: float = 30.0, what: str = "condition") -> T:
+def until(check: Callable[[], T], within_s: float = 60.0, what: str = "condition") -> T:
     """`eventually` for synchronous code (the e2e tests drive the services with blocking
     clients): retry check() until it returns a truthy value."""
     deadline = time.monotonic() + within_s
@@ -221,6 +222,24 @@ class Api:
         return await self.client.request(
             method, self.url(method, path, service), headers=headers, **kw
         )
+
+
+@dataclass
+class Caller:
+    """Blocking calls to the services (the e2e scenarios): `call(service, who, method, path)`
+    as partner `who`; `ok(...)` also asserts a 200 or 201 and returns the JSON."""
+
+    keys: dict[str, str]
+    urls: dict[str, str]
+
+    def call(self, service: str, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"X-API-Key": self.keys[who]}
+        return httpx.request(method, self.urls[service] + path, headers=headers, timeout=30, **kw)
+
+    def ok(self, service: str, who: str, method: str, path: str, **kw: Any) -> Any:
+        response = self.call(service, who, method, path, **kw)
+        assert response.status_code in (200, 201), (method, path, response.text)
+        return response.json()
 
 
 async def new_pickup(
@@ -309,31 +328,59 @@ def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
     )
 
 
+def run_module(
+    env: Mapping[str, str], module: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...` as operations run it (a tool or CLI), from the project root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@contextmanager
+def serving(
+    command: list[str], env: Mapping[str, str], log_path: Path, ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` as a process (output to log_path) until ready_url answers 200; stopped after."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            cwd=project_root(),
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{command} did not answer {ready_url}"
+            time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @contextmanager
 def running_ops_page(env: Mapping[str, str], log_path: Path, *args: str) -> Iterator[str]:
     """`python -m tools.ops web` as a process, until it answers; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "tools.ops", "web", "--port", str(port), *args]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=log
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the ops page did not start"
-            time.sleep(0.3)
+    with serving(command, env, log_path, url + "/"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 _GET_ROUTES = """

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 DONOR_A, DONOR_B, STAFF = "acme", "globex", "staff-lena"
 
 
-SERVICES = ["intake", "custody"]
+CLUSTER = ["intake", "custody"]
 PARTNERS = {DONOR_A: Role.DONOR, DONOR_B: Role.DONOR, STAFF: Role.STAFF}
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 DONOR_A, DONOR_B, STAFF, OPS = "acme", "globex", "staff-lena", "ops-omar"
 
 
-SERVICES = ["intake", "custody"]
+CLUSTER = ["intake", "custody"]
 PARTNERS = {DONOR_A: Role.DONOR, DONOR_B: Role.DONOR, STAFF: Role.STAFF, OPS: Role.OPERATIONS}
 
 

@@ -19,7 +19,7 @@ DONOR, STAFF, OPS = "acme", "staff-lena", "ops-omar"
 HOUR = timedelta(hours=1)
 
 
-SERVICES = ["intake", "custody"]
+CLUSTER = ["intake", "custody"]
 PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF, OPS: Role.OPERATIONS}
 
 
