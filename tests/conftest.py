@@ -46,6 +46,8 @@ class Namespaces:
         self.ready: list[tuple[str, Future[Any]]] = []
         self.dropped: list[Future[Any]] = []
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="namespaces")
+        if needing:
+            self.ready.append(self._create())
 
     def _create(self) -> tuple[str, Future[Any]]:
         name = f"t{uuid.uuid4().hex[:8]}_"
@@ -76,16 +78,30 @@ class Namespaces:
         self.thread.shutdown()
 
 
-@pytest.fixture(scope="session")
-def namespaces(request: pytest.FixtureRequest) -> Iterator[Namespaces]:
+NAMESPACES = pytest.StashKey[Namespaces]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start making the first namespace as soon as the run knows that a module needs one."""
     needing = {
         item.module.__name__
-        for item in request.session.items
-        if item.module and "topics" in getattr(item, "fixturenames", ())
+        for item in session.items
+        if isinstance(item, pytest.Function) and "topics" in item.fixturenames
     }
-    made = Namespaces(needing)
-    yield made
-    made.close()
+    if needing and not session.config.option.collectonly:
+        session.stash[NAMESPACES] = Namespaces(needing)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if NAMESPACES in session.stash:
+        session.stash[NAMESPACES].close()
+
+
+@pytest.fixture(scope="session")
+def namespaces(request: pytest.FixtureRequest) -> Namespaces:
+    if NAMESPACES not in request.session.stash:  # a module asked for topics it did not name
+        request.session.stash[NAMESPACES] = Namespaces(set())
+    return request.session.stash[NAMESPACES]
 
 
 @pytest.fixture(scope="module")
