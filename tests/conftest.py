@@ -1,17 +1,30 @@
+"""The fixtures every integration and e2e module shares (see docs/tests.md):
+
+- `namespace`, `topics`, `base_env`: a module's own topics, consumer groups and databases;
+- `cluster`: the services a module names in `CLUSTER` (default: all five) as processes in its
+  namespace, with the `service_env` fixture's variables (a module overrides it) added;
+- `keys`: an API key for each partner in the module's `PARTNERS`;
+- `http`: `await http(who, method, path, ...)`, a call to the cluster as one of them.
+"""
+
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from shared import store_users
 from shared.admin import create_topics, drop_namespace
 from shared.credentials import ADMIN, PRINCIPALS, KafkaCredentials
-from shared.mongo import tool_client, with_credentials
-from shared.settings import ServiceSettings, store_auth_on
+from shared.mongo import with_credentials
+from shared.settings import ServiceSettings
+from tools.cluster import SERVICES, Cluster, project_root, running_cluster
 
 BOOTSTRAP = os.environ.get("GREENIT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 MONGO_ADDRESS = os.environ.get("GREENIT_MONGO_URL", "mongodb://127.0.0.1:27017/")
@@ -25,29 +38,110 @@ def kafka_auth(principal: str = ADMIN) -> dict[str, Any]:
     return KafkaCredentials.of(principal).aiokafka()
 
 
-@pytest.fixture(scope="module")
-async def namespace() -> AsyncIterator[str]:
-    """Each test module gets topics, groups and databases of its own: nothing leaks between them
-    (where the store has users, each service's user is granted its namespaced database)."""
-    name = f"t{uuid.uuid4().hex[:8]}_"
-    if not store_auth_on(None):
-        yield name
-        return
-    client = tool_client(MONGO_ADDRESS, serverSelectionTimeoutMS=10_000)
-    try:
-        await store_users.ensure(client, name)
-        yield name
-        await store_users.revoke(client, name)
-    finally:
-        await client.close()
+class Namespaces:
+    """The modules' namespaces, made and dropped on a thread of their own so that no module
+    waits for either: while a module runs, one namespace's topics (and ACLs) are created for
+    the next module that needs topics (any will do: each has the whole catalogue), and the
+    namespace of the module before is dropped (topics, ACLs, databases). Creating a namespace's
+    105 partitions and dropping them takes about 1 s on a quiet machine, several on a loaded one
+    (docs/tests.md)."""
+
+    def __init__(self, needing: set[str]) -> None:
+        self.waiting = needing  # the modules that need topics and have not taken a namespace
+        self.ready: list[tuple[str, Future[Any]]] = []
+        self.dropped: list[Future[Any]] = []
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="namespaces")
+        if needing:
+            self.ready.append(self._create())
+
+    def _create(self) -> tuple[str, Future[Any]]:
+        name = f"t{uuid.uuid4().hex[:8]}_"
+        return name, self.thread.submit(asyncio.run, _prepare(name, topics=True))
+
+    def take(self, module: str) -> tuple[str, Future[Any] | None]:
+        """The module's namespace and the creation of its topics (None: it needs none)."""
+        if module not in self.waiting:
+            name = f"t{uuid.uuid4().hex[:8]}_"
+            self.thread.submit(asyncio.run, _prepare(name, topics=False)).result()
+            return name, None
+        self.waiting.discard(module)
+        name, created = self.ready.pop() if self.ready else self._create()
+        if self.waiting:  # (with xdist, modules run by other workers stay listed: one spare)
+            self.ready.append(self._create())
+        return name, created
+
+    def drop(self, name: str) -> None:
+        self.dropped.append(
+            self.thread.submit(asyncio.run, drop_namespace(BOOTSTRAP, MONGO_URL, name))
+        )
+
+    def close(self) -> None:
+        """Drop what was made for modules that did not come, then wait for every drop."""
+        for name, created in self.ready:
+            created.result()
+            self.drop(name)
+        for dropped in self.dropped:
+            dropped.result()
+        self.thread.shutdown()
+
+
+async def _prepare(name: str, *, topics: bool) -> None:
+    """A namespace's topics and ACLs (if wanted), and its databases granted to the services'
+    store users (where the store has users)."""
+    if topics:
+        await create_topics(BOOTSTRAP, prefix=name)
+    await store_users.grant_namespace(MONGO_ADDRESS, name)
+
+
+NAMESPACES = pytest.StashKey[Namespaces]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start making the first namespace as soon as the run knows that a module needs one."""
+    needing = {
+        item.module.__name__
+        for item in session.items
+        if isinstance(item, pytest.Function) and "topics" in item.fixturenames
+    }
+    if needing and not session.config.option.collectonly:
+        session.stash[NAMESPACES] = Namespaces(needing)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if NAMESPACES in session.stash:
+        session.stash[NAMESPACES].close()
+
+
+@pytest.fixture(scope="session")
+def namespaces(request: pytest.FixtureRequest) -> Namespaces:
+    if NAMESPACES not in request.session.stash:  # a module asked for topics it did not name
+        request.session.stash[NAMESPACES] = Namespaces(set())
+    return request.session.stash[NAMESPACES]
 
 
 @pytest.fixture(scope="module")
-async def topics(namespace: str) -> AsyncIterator[str]:
-    """The catalogue's topics in the module's namespace; deleted afterwards, with its databases."""
-    await create_topics(BOOTSTRAP, prefix=namespace)
-    yield namespace
-    await drop_namespace(BOOTSTRAP, MONGO_URL, namespace)
+def _namespace(
+    request: pytest.FixtureRequest, namespaces: Namespaces
+) -> Iterator[tuple[str, Future[Any] | None]]:
+    name, created = namespaces.take(request.module.__name__)
+    yield name, created
+    namespaces.drop(name)
+
+
+@pytest.fixture(scope="module")
+def namespace(_namespace: tuple[str, Future[Any] | None]) -> str:
+    """Each test module gets topics, groups and databases of its own: nothing leaks between
+    them. A module's namespace is dropped (in the background) after the module."""
+    return _namespace[0]
+
+
+@pytest.fixture(scope="module")
+async def topics(_namespace: tuple[str, Future[Any] | None]) -> str:
+    """The catalogue's topics in the module's namespace (made while the module before ran)."""
+    name, created = _namespace
+    assert created is not None, "a module that needs topics was not seen at collection"
+    await asyncio.wrap_future(created)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +168,43 @@ def settings_in(namespace: str, service: str) -> ServiceSettings:
         kafka_username=username,
         store_username=username,
     )
+
+
+@pytest.fixture(scope="module")
+def service_env() -> dict[str, str]:
+    """Variables a module adds to its services' environment (override it in the module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest,
+    topics: str,
+    base_env: dict[str, str],
+    service_env: dict[str, str],
+    namespace: str,
+) -> Iterator[Cluster]:
+    """The module's `CLUSTER` (default: all five services) as processes; logs in
+    .local/test-logs/<namespace>/."""
+    services = getattr(request.module, "CLUSTER", SERVICES)
+    log_dir = project_root() / ".local" / "test-logs" / namespace
+    with running_cluster(base_env | service_env, log_dir, services) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def keys(request: pytest.FixtureRequest, namespace: str) -> dict[str, str]:
+    """A key for each partner of the module's `PARTNERS`: `{name: role}` (the partner id is
+    the name) or `{name: (role, partner_id)}`."""
+    from tests.helpers import create_keys
+
+    return await create_keys(namespace, request.module.PARTNERS)
+
+
+@pytest.fixture(scope="module")
+async def http(cluster: Cluster, keys: dict[str, str]) -> AsyncIterator[Any]:
+    """`await http(who, method, path, service=..., **httpx_kwargs)` (tests.helpers.Api)."""
+    from tests.helpers import Api
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        yield Api(client, cluster.urls, keys)

@@ -1,4 +1,6 @@
-"""Helpers for integration and end-to-end tests: keys, raw Kafka access, polling."""
+"""Helpers for integration and end-to-end tests: keys, calls to the services, raw Kafka access,
+polling (`eventually`, `until`) and the positive signals that replace waiting for "nothing more
+arrives" (`caught_up`: a consumer group's lag is 0; `published`: no outbox holds an event)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from shared.auth import Role, new_key, store_key
@@ -29,9 +32,11 @@ from shared.events import (
     Grade,
     HardwareSpecs,
 )
-from shared.topics import topic_of
+from shared.topics import ALL_TOPICS, topic_of
+from tests.builders import pickup_body, schedule_body
 from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth, settings_in
-from tools.cluster import free_port
+from tools.chaos import _OUTBOXES as OUTBOXES
+from tools.cluster import free_port, project_root
 
 T = TypeVar("T")
 
@@ -124,6 +129,22 @@ class TopicReader:
                 seen = [(e.event_type, str(e.subject_id)) for e in self.events][-20:]
                 raise AssertionError(f"timed out; last events seen: {seen}")
 
+    async def read_to_end(self, within_s: float = 30.0) -> list[Event]:
+        """Read every partition up to its end as it is now; the events seen so far."""
+        assert self._consumer is not None
+        deadline = time.monotonic() + within_s
+        while not self._consumer.assignment():
+            assert time.monotonic() < deadline, "no partition of the topics was assigned"
+            await self._poll()
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        while True:
+            behind = [tp for tp in partitions if await self._consumer.position(tp) < ends[tp]]
+            if not behind:
+                return self.events
+            assert time.monotonic() < deadline, f"did not reach the end of {behind}"
+            await self._poll()
+
     def of_type(self, event_type: str) -> list[Event]:
         return [e for e in self.events if e.event_type == event_type]
 
@@ -138,6 +159,152 @@ async def eventually(check: Callable[[], Awaitable[T]], within_s: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s (last: {result!r})")
         await asyncio.sleep(0.3)
+
+
+def until(check: Callable[[], T], within_s: float = 60.0, what: str = "condition") -> T:
+    """`eventually` for synchronous code (the e2e tests drive the services with blocking
+    clients): retry check() until it returns a truthy value."""
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within_s}s (last: {result!r})")
+        time.sleep(0.3)
+
+
+async def create_keys(namespace: str, partners: Mapping[str, Partner]) -> dict[str, str]:
+    """A key for each partner: `{name: role}` (the partner id is the name) or
+    `{name: (role, partner_id)}`."""
+    keys = {}
+    for name, partner in partners.items():
+        role, partner_id = partner if isinstance(partner, tuple) else (partner, name)
+        keys[name] = await create_key(namespace, role, partner_id)
+    return keys
+
+
+Partner = Role | tuple[Role, str]
+
+
+def intake_or_custody(method: str, path: str) -> str:
+    """Where a path of the donor's journey is served: pickups (and scans) and the station are
+    intake's, the views they feed (devices, certificates, reports, ops, verify) custody's."""
+    return "intake" if path.startswith(("/pickups", "/station")) else "custody"
+
+
+class Api:
+    """`await http(who, method, path, **httpx_kwargs)`: a call as partner `who` (a name in the
+    module's PARTNERS; None: no key) to the service given as `service=`, else the default one
+    (`to(service)`, or the only one running), else intake or custody by the path."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        urls: Mapping[str, str],
+        keys: Mapping[str, str],
+        default: str | None = None,
+    ) -> None:
+        self.client, self.urls, self.keys = client, urls, keys
+        self.default = default or (next(iter(urls)) if len(urls) == 1 else None)
+
+    def to(self, service: str) -> Api:
+        """The same calls, to `service` unless a call names another."""
+        return Api(self.client, self.urls, self.keys, default=service)
+
+    def url(self, method: str, path: str, service: str | None = None) -> str:
+        return self.urls[service or self.default or intake_or_custody(method, path)] + path
+
+    async def __call__(
+        self, who: str | None, method: str, path: str, *, service: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = ({"X-API-Key": self.keys[who]} if who else {}) | kw.pop("headers", {})
+        return await self.client.request(
+            method, self.url(method, path, service), headers=headers, **kw
+        )
+
+
+@dataclass
+class Caller:
+    """Blocking calls to the services (the e2e scenarios): `call(service, who, method, path)`
+    as partner `who`; `ok(...)` also asserts a 200 or 201 and returns the JSON."""
+
+    keys: dict[str, str]
+    urls: dict[str, str]
+
+    def call(self, service: str, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"X-API-Key": self.keys[who]}
+        return httpx.request(method, self.urls[service] + path, headers=headers, timeout=30, **kw)
+
+    def ok(self, service: str, who: str, method: str, path: str, **kw: Any) -> Any:
+        response = self.call(service, who, method, path, **kw)
+        assert response.status_code in (200, 201), (method, path, response.text)
+        return response.json()
+
+
+async def new_pickup(
+    http: Api, donor: str, staff: str, *, schedule: bool = True, **body: Any
+) -> dict[str, Any]:
+    """A pickup asked for by `donor` (pickup_body with `body`), scheduled by `staff`; its JSON."""
+    created = await http(donor, "POST", "/pickups", json=pickup_body(**body))
+    assert created.status_code == 201, created.text
+    pickup: dict[str, Any] = created.json()
+    if schedule:
+        path = f"/pickups/{pickup['pickup_id']}/schedule"
+        scheduled = await http(staff, "POST", path, json=schedule_body())
+        assert scheduled.status_code == 200, scheduled.text
+        pickup = scheduled.json()
+    return pickup
+
+
+async def caught_up(namespace: str, service: str, *topics: str, within_s: float = 30.0) -> None:
+    """Until `service`'s consumer group has committed the end of every partition of `topics`
+    as they are now (its lag is 0): a consumer commits a record only once its handler applied
+    it, so all it will ever do with what was published so far is done."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        **kafka_auth(),
+        group_id=namespace + service,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(namespace + topic.name, p)
+            for topic in ALL_TOPICS
+            if topic.name in topics
+            for p in range(topic.partitions)
+        ]
+        assert len({tp.topic for tp in partitions}) == len(topics), f"unknown topic in {topics}"
+        ends = await consumer.end_offsets(partitions)
+
+        async def done() -> bool:
+            for tp in partitions:
+                if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                    return False
+            return True
+
+        await eventually(done, within_s)
+    finally:
+        await consumer.stop()
+
+
+async def published(namespace: str, service: str, within_s: float = 30.0) -> None:
+    """Until no document of `service` holds an outbox entry: everything its requests so far
+    will ever publish is on the broker (read it to the end with TopicReader.read_to_end)."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(MONGO_URL)
+    db = client[f"{namespace}greenit_{service}"]
+
+    async def empty() -> bool:
+        for name in OUTBOXES[service]:
+            if await db[name].count_documents({"outbox": {"$nin": [{}, None]}}):
+                return False
+        return True
+
+    try:
+        await eventually(empty, within_s)
+    finally:
+        await client.close()
 
 
 def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
@@ -161,31 +328,59 @@ def device_ready(ram: float = 8, pickup_id: UUID | None = None) -> DeviceReady:
     )
 
 
+def run_module(
+    env: Mapping[str, str], module: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...` as operations run it (a tool or CLI), from the project root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@contextmanager
+def serving(
+    command: list[str], env: Mapping[str, str], log_path: Path, ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` as a process (output to log_path) until ready_url answers 200; stopped after."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            cwd=project_root(),
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{command} did not answer {ready_url}"
+            time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @contextmanager
 def running_ops_page(env: Mapping[str, str], log_path: Path, *args: str) -> Iterator[str]:
     """`python -m tools.ops web` as a process, until it answers; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "tools.ops", "web", "--port", str(port), *args]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=log
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the ops page did not start"
-            time.sleep(0.3)
+    with serving(command, env, log_path, url + "/"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 _GET_ROUTES = """

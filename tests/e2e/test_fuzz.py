@@ -12,15 +12,12 @@ does the same at a larger scale.
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from pymongo import MongoClient
 
 from shared.auth import Role
 from tests.conftest import MONGO_URL
-from tests.helpers import create_key
 from tools.cluster import SERVICES
 from tools.fuzz import (
     Stats,
@@ -38,16 +35,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # 1,000 cases on a loa
 CASES = 1000
 
 
-@pytest.fixture(scope="module")
-def keys(cluster, namespace) -> dict[str, str]:
-    async def create() -> dict[str, str]:
-        return {
-            "staff": await create_key(namespace, Role.STAFF, "staff-fuzz"),
-            "donor": await create_key(namespace, Role.DONOR, "donor-fuzz"),
-            "recipient": await create_key(namespace, Role.RECIPIENT, "school-fuzz"),
-        }
-
-    return asyncio.run(create())
+PARTNERS = {
+    "staff": (Role.STAFF, "staff-fuzz"),
+    "donor": (Role.DONOR, "donor-fuzz"),
+    "recipient": (Role.RECIPIENT, "school-fuzz"),
+}
 
 
 @pytest.fixture(scope="module")

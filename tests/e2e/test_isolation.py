@@ -12,13 +12,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from services.allocation.settings import Settings as AllocationSettings
@@ -27,7 +24,8 @@ from services.diagnostics.settings import Settings as DiagnosticsSettings
 from services.intake.settings import Settings as IntakeSettings
 from services.recycling.settings import Settings as RecyclingSettings
 from shared.auth import Role
-from tests.helpers import create_key
+from tests.builders import pickup_body, request_body, scan_body, schedule_body
+from tests.helpers import Caller, until
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +35,7 @@ SCHOOL_A, SCHOOL_B = "school-rosa-parks", "school-malala"
 STAFF = "staff-lena"
 NOW = datetime.now(UTC)
 DENIED = (403, 404)
+PICKUP = pickup_body(expected={"laptop": 2})
 
 ALL_PASS = dict.fromkeys(
     ("boot", "cpu", "memory", "storage", "screen", "keyboard", "battery", "ports", "network"),
@@ -45,24 +44,13 @@ ALL_PASS = dict.fromkeys(
 
 
 @dataclass
-class Partners:
-    keys: dict[str, str]
-    urls: dict[str, str]
+class Partners(Caller):
     pickup_id: str = ""
     device_ids: list[str] = field(default_factory=list)
     request_id: str = ""
     delivered_shipment_id: str = ""
     pending_shipment_id: str = ""
     before: dict[str, Any] = field(default_factory=dict)
-
-    def call(self, service: str, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"X-API-Key": self.keys[who]}
-        return httpx.request(method, self.urls[service] + path, headers=headers, timeout=30, **kw)
-
-    def ok(self, service: str, who: str, method: str, path: str, **kw: Any) -> Any:
-        response = self.call(service, who, method, path, **kw)
-        assert response.status_code in (200, 201), (method, path, response.text)
-        return response.json()
 
     @property
     def delivered_device(self) -> str:
@@ -73,50 +61,8 @@ class Partners:
         return self.device_ids[1]
 
 
-def _wait_until(check: Callable[[], Any], what: str, within_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + within_s
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return result
-
-
-def _pickup_body() -> dict[str, Any]:
-    return {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 2},
-    }
-
-
-def _request_body() -> dict[str, Any]:
-    return {
-        "quantity": 2,
-        "category": "laptop",
-        "min_specs": {"ram_gb": 8},
-        "purpose": "Classroom for newly arrived pupils",
-    }
-
-
 def _scan_body(i: int) -> dict[str, Any]:
-    return {
-        "asset_tag": f"ISO-{i:04d}",
-        "serial_number": f"SN-ISO-{i:04d}",
-        "category": "laptop",
-        "make": "HP",
-        "model": "EliteBook 840 G5",
-        "weight_kg": 1.5,
-        "location": "Warehouse Brussels",
-    }
+    return scan_body(asset_tag=f"ISO-{i:04d}", serial_number=f"SN-ISO-{i:04d}")
 
 
 def _wipe(p: Partners, device_id: str, i: int) -> None:
@@ -169,28 +115,25 @@ def _snapshot(p: Partners) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    roles = {
-        DONOR_A: Role.DONOR,
-        DONOR_B: Role.DONOR,
-        SCHOOL_A: Role.RECIPIENT,
-        SCHOOL_B: Role.RECIPIENT,
-        STAFF: Role.STAFF,
-    }
-    return {partner: await create_key(namespace, role, partner) for partner, role in roles.items()}
+PARTNERS = {
+    DONOR_A: Role.DONOR,
+    DONOR_B: Role.DONOR,
+    SCHOOL_A: Role.RECIPIENT,
+    SCHOOL_B: Role.RECIPIENT,
+    STAFF: Role.STAFF,
+}
 
 
 @pytest.fixture(scope="module")
 def partners(cluster: Cluster, keys) -> Partners:
     p = Partners(keys=keys, urls=cluster.urls)
-    p.pickup_id = p.ok("intake", DONOR_A, "POST", "/pickups", json=_pickup_body())["pickup_id"]
+    p.pickup_id = p.ok("intake", DONOR_A, "POST", "/pickups", json=PICKUP)["pickup_id"]
     p.ok(
         "intake",
         STAFF,
         "POST",
         f"/pickups/{p.pickup_id}/schedule",
-        json={"scheduled_for": (NOW + timedelta(days=2)).isoformat()},
+        json=schedule_body(),
     )
     for i in range(2):
         scanned = p.ok(
@@ -198,19 +141,19 @@ def partners(cluster: Cluster, keys) -> Partners:
         )
         p.device_ids.append(scanned["device_id"])
     for i, device_id in enumerate(p.device_ids):
-        _wait_until(
+        until(
             lambda d=device_id: p.call("diagnostics", STAFF, "GET", f"/devices/{d}").is_success,
-            "diagnostics to receive the device",
+            what="diagnostics to receive the device",
         )
         _wipe(p, device_id, i)
-    _wait_until(
+    until(
         lambda: (
             {d["device_id"] for d in p.ok("allocation", STAFF, "GET", "/stock")}
             >= set(p.device_ids)
         ),
-        "allocation to stock both devices",
+        what="allocation to stock both devices",
     )
-    p.request_id = p.ok("allocation", SCHOOL_A, "POST", "/requests", json=_request_body())[
+    p.request_id = p.ok("allocation", SCHOOL_A, "POST", "/requests", json=request_body())[
         "request_id"
     ]
     matched = p.ok("allocation", STAFF, "POST", "/matching/run", json={})
@@ -243,7 +186,7 @@ def partners(cluster: Cluster, keys) -> Partners:
             ("shipped", 6),
         ]
 
-    _wait_until(custody_settled, "the custody view to show every event")
+    until(custody_settled, what="the custody view to show every event")
     p.before = _snapshot(p)
     return p
 
@@ -338,7 +281,7 @@ def test_a_partner_key_is_refused_outside_the_services_of_its_role(
 
 
 def test_staff_cannot_ask_for_a_pickup_as_a_donor(partners: Partners):
-    response = partners.call("intake", STAFF, "POST", "/pickups", json=_pickup_body())
+    response = partners.call("intake", STAFF, "POST", "/pickups", json=PICKUP)
 
     assert response.status_code == 403
 

@@ -7,12 +7,10 @@ device's final state, every certificate and the donor's custody view are checked
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
 
@@ -21,7 +19,8 @@ import pytest
 from pypdf import PdfReader
 
 from shared.auth import Role
-from tests.helpers import create_key
+from tests.builders import pickup_body, schedule_body
+from tests.helpers import Caller, until
 from tools.cluster import project_root
 
 pytestmark = pytest.mark.e2e
@@ -50,30 +49,9 @@ PRISTINE = {"casing": "none", "screen_scratches": "none", "cracked": False}
 
 
 @dataclass
-class Donation:
-    keys: dict[str, str]
-    urls: dict[str, str]
+class Donation(Caller):
     pickup_id: str = ""
     devices: list[dict[str, Any]] = field(default_factory=list)
-
-    def call(self, service: str, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"X-API-Key": self.keys[who]}
-        return httpx.request(method, self.urls[service] + path, headers=headers, timeout=30, **kw)
-
-    def ok(self, service: str, who: str, method: str, path: str, **kw: Any) -> Any:
-        response = self.call(service, who, method, path, **kw)
-        assert response.status_code in (200, 201), (method, path, response.text)
-        return response.json()
-
-
-def wait_until(check, within_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + within_s
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {result!r}"
-        time.sleep(0.5)
 
 
 def _drive(i: int, n: int = 0) -> dict[str, Any]:
@@ -104,18 +82,18 @@ def _erasure(serial: str, method: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def donation(cluster, namespace) -> Donation:
-    async def keys() -> dict[str, str]:
-        return {
-            DONOR: await create_key(namespace, Role.DONOR, DONOR),
-            OTHER_DONOR: await create_key(namespace, Role.DONOR, OTHER_DONOR),
-            STAFF: await create_key(namespace, Role.STAFF, STAFF),
-            SCHOOL_A: await create_key(namespace, Role.RECIPIENT, SCHOOL_A),
-            SCHOOL_B: await create_key(namespace, Role.RECIPIENT, SCHOOL_B),
-        }
+PARTNERS = {
+    DONOR: Role.DONOR,
+    OTHER_DONOR: Role.DONOR,
+    STAFF: Role.STAFF,
+    SCHOOL_A: Role.RECIPIENT,
+    SCHOOL_B: Role.RECIPIENT,
+}
 
-    return Donation(keys=asyncio.run(keys()), urls=cluster.urls)
+
+@pytest.fixture(scope="module")
+def donation(cluster, keys) -> Donation:
+    return Donation(keys=keys, urls=cluster.urls)
 
 
 def test_1_a_donor_requests_a_pickup_and_staff_schedule_it(donation: Donation):
@@ -124,20 +102,7 @@ def test_1_a_donor_requests_a_pickup_and_staff_schedule_it(donation: Donation):
         DONOR,
         "POST",
         "/pickups",
-        json={
-            "address": {
-                "street": "Rue de la Loi 42",
-                "postal_code": "1040",
-                "city": "Brussels",
-                "country": "BE",
-            },
-            "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-            "window": {
-                "start": (NOW + timedelta(days=1)).isoformat(),
-                "end": (NOW + timedelta(days=3)).isoformat(),
-            },
-            "expected": {"laptop": 26, "desktop": 4},
-        },
+        json=pickup_body(expected={"laptop": 26, "desktop": 4}),
     )
     donation.pickup_id = pickup["pickup_id"]
     assert pickup["status"] == "requested"
@@ -146,7 +111,7 @@ def test_1_a_donor_requests_a_pickup_and_staff_schedule_it(donation: Donation):
         STAFF,
         "POST",
         f"/pickups/{donation.pickup_id}/schedule",
-        json={"scheduled_for": (NOW + timedelta(days=2)).isoformat()},
+        json=schedule_body(),
     )
     assert scheduled["status"] == "scheduled"
     assert (
@@ -211,7 +176,7 @@ def test_2_warehouse_staff_scan_thirty_devices_one_without_a_serial(donation: Do
 
 def test_3_diagnostics_grades_decides_and_certifies_erasure(donation: Donation):
     ids = [d["device_id"] for d in donation.devices]
-    wait_until(
+    until(
         lambda: (
             len(donation.ok("diagnostics", STAFF, "GET", "/devices", params={"state": "received"}))
             >= TOTAL
@@ -268,7 +233,7 @@ def test_3_diagnostics_grades_decides_and_certifies_erasure(donation: Donation):
 
 
 def test_4_two_schools_request_devices_and_matching_allocates_only_wiped_stock(donation: Donation):
-    wait_until(
+    until(
         lambda: (
             len(donation.ok("allocation", STAFF, "GET", "/stock")) >= GOOD_LAPTOPS + GOOD_DESKTOPS
         ),
@@ -380,7 +345,7 @@ def test_7_one_device_is_returned_at_end_of_life(donation: Donation):
 def test_8_recycling_dismantles_and_certifies_every_recycled_device(donation: Donation):
     to_recycle = [d["device_id"] for d in donation.devices[GOOD_LAPTOPS + GOOD_DESKTOPS :]]
     returned_id = donation.devices[5]["device_id"]
-    wait_until(
+    until(
         lambda: (
             {d["device_id"] for d in donation.ok("recycling", STAFF, "GET", "/devices")}
             >= {*to_recycle, returned_id}
@@ -452,7 +417,7 @@ def test_9_the_donor_sees_every_device_final_state_with_its_history(donation: Do
         expected = {i: ("recycled" if i in recycled else "delivered") for i in ids}
         return view if stages == expected else None
 
-    view = wait_until(custody_settled, within_s=90, what="the custody view to settle")
+    view = until(custody_settled, within_s=90, what="the custody view to settle")
     by_id = {d["device_id"]: d for d in view}
     for device_id in ids:
         device = by_id[device_id]
@@ -521,7 +486,7 @@ def test_10b_a_school_reports_whom_a_delivered_device_serves(donation: Donation)
         usage_entries = [h for h in view["history"] if h["event_type"] == "device.usage_reported"]
         return (view, usage_entries) if usage_entries else None
 
-    view, entries = wait_until(reported, what="custody to record the usage report")
+    view, entries = until(reported, what="custody to record the usage report")
     assert view["stage"] == "delivered"
     assert entries[0]["details"] == {"recipient_id": school, "students": 24, "classrooms": 1}
 

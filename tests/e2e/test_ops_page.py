@@ -15,10 +15,10 @@ staff key (even with GREENIT_OPS_API_KEY in its environment), 400 to a foreign H
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 import pytest
@@ -28,24 +28,23 @@ from selenium.webdriver.common.by import By
 
 from shared.auth import Role
 from shared.events import (
-    Decision,
     DeviceDiagnosed,
     DeviceWiped,
-    Grade,
-    HardwareSpecs,
 )
 from shared.topics import DEVICE_PARTITIONS, device_topics
 from tests.browser import chromium
+from tests.builders import diagnosed, scan_body, wiped
 from tests.conftest import BOOTSTRAP, kafka_auth
 from tests.helpers import (
-    create_key,
     eventually,
     html_protection_missing,
+    new_pickup,
     publish,
     publish_raw,
     running_ops_page,
+    until,
 )
-from tools.cluster import Cluster, project_root, running_cluster
+from tools.cluster import Cluster, project_root
 from tools.deadletters import read_dead_letters
 from tools.ops import Collector, OpsSettings, web_app
 
@@ -78,19 +77,13 @@ def log_dir(namespace):
     return project_root() / ".local" / "test-logs" / namespace
 
 
-@pytest.fixture(scope="module")
-def intake(topics, base_env, log_dir) -> Iterator[Cluster]:
-    with running_cluster(base_env, log_dir, ["intake", "custody"]) as cluster:
-        yield cluster
+CLUSTER = ["intake", "custody"]
+PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF, OPS: Role.OPERATIONS}
 
 
 @pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR: await create_key(namespace, Role.DONOR, DONOR),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-        OPS: await create_key(namespace, Role.OPERATIONS, OPS),
-    }
+def intake(cluster: Cluster) -> Cluster:
+    return cluster
 
 
 @pytest.fixture(scope="module")
@@ -107,71 +100,26 @@ def ops_page(intake, keys, base_env, log_dir) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-async def http(intake, keys):
-    """`http(who, method, path)`: intake's commands; GET /devices... from custody."""
-    async with httpx.AsyncClient(timeout=60) as client:
-
-        async def call(who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-            service = "custody" if method == "GET" and path.startswith("/devices") else "intake"
-            url = intake.urls[service] + path
-            return await client.request(method, url, headers={"X-API-Key": keys[who]}, **kw)
-
-        yield call
+def _diagnosed(device: dict[str, Any]) -> DeviceDiagnosed:
+    return diagnosed(UUID(device["device_id"]), UUID(device["pickup_id"]), datetime.now(UTC))
 
 
-def diagnosed(device: dict[str, Any]) -> DeviceDiagnosed:
-    return DeviceDiagnosed(
-        event_id=uuid4(),
-        occurred_at=datetime.now(UTC),
-        producer="diagnostics",
-        correlation_id=UUID(device["pickup_id"]),
-        device_id=UUID(device["device_id"]),
-        report_id=uuid4(),
-        specs=HardwareSpecs(),
-        cosmetic_grade=Grade.A,
-        functional_grade=Grade.A,
-        decision=Decision.REFURBISH,
-        reason="all tests passed",
-        rules_version="2026.1",
-        tested_by=STAFF,
-        location="Warehouse Brussels",
-    )
-
-
-def wiped(device: dict[str, Any]) -> DeviceWiped:
-    return DeviceWiped(
-        event_id=uuid4(),
-        occurred_at=datetime.now(UTC),
-        producer="diagnostics",
-        correlation_id=UUID(device["pickup_id"]),
-        device_id=UUID(device["device_id"]),
-        certificate_id=uuid4(),
-        erasures=[],
-    )
+def _wiped(device: dict[str, Any]) -> DeviceWiped:
+    return wiped(UUID(device["device_id"]), UUID(device["pickup_id"]), datetime.now(UTC))
 
 
 @pytest.fixture(scope="module")
 async def devices(http, namespace) -> list[dict[str, Any]]:
     """Five devices scanned in; three diagnosed, one of them also wiped."""
-    now = datetime.now(UTC)
-    body = {
-        "address": {"street": "Rue 1", "postal_code": "1040", "city": "Brussels", "country": "BE"},
-        "contact": {"name": "Jo", "email": "it@acme.example"},
-        "window": {"start": now.isoformat(), "end": now.replace(year=now.year + 1).isoformat()},
-        "expected": {"laptop": 5},
-    }
-    pid = (await http(DONOR, "POST", "/pickups", json=body)).json()["pickup_id"]
-    await http(STAFF, "POST", f"/pickups/{pid}/schedule", json={"scheduled_for": now.isoformat()})
+    pid = (await new_pickup(http, DONOR, STAFF, expected={"laptop": 5}))["pickup_id"]
     scanned = []
     for n in range(5):
-        scan = {"serial_number": f"5CG8OPS{n}", "category": "laptop", "make": "HP"}
-        scan |= {"model": "EliteBook", "weight_kg": 1.5, "location": "Brussels"}
+        scan = scan_body(serial_number=f"5CG8OPS{n}")
         response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan)
         assert response.status_code == 201, response.text
         scanned.append(response.json())
-    await publish(namespace, *(diagnosed(d) for d in scanned[:3]))
-    await publish(namespace, wiped(scanned[0]))
+    await publish(namespace, *(_diagnosed(d) for d in scanned[:3]))
+    await publish(namespace, _wiped(scanned[0]))
 
     async def settled() -> bool:
         stages = Counter(d["stage"] for d in (await http(STAFF, "GET", "/devices")).json())
@@ -282,17 +230,6 @@ async def until_page_matches(driver, http, namespace: str, within_s: float = 90)
         if time.monotonic() > deadline:
             raise AssertionError(f"the page disagrees with the system: {wrong}; page: {page}")
         await asyncio.sleep(1.0)
-
-
-def until(check: Callable[[], T], within_s: float = 30) -> T:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within_s}s: {result!r}")
-        time.sleep(0.3)
 
 
 def sign_in(driver: Any, key: str) -> None:

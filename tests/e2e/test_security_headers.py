@@ -7,7 +7,7 @@ route is asked with parameters that make the HTML ones answer HTML (a real devic
 
 import re
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -16,7 +16,8 @@ import pytest
 
 from shared.auth import Role
 from tests.browser import chromium
-from tests.helpers import create_key, eventually, get_routes, html_protection_missing
+from tests.builders import scan_body
+from tests.helpers import eventually, get_routes, html_protection_missing, new_pickup
 from tools.cluster import SERVICES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -35,43 +36,23 @@ document.addEventListener("securitypolicyviolation",
 """
 
 
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR: await create_key(namespace, Role.DONOR, DONOR),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
+PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF}
 
 
 @pytest.fixture(scope="module")
-async def device(cluster, keys) -> dict[str, Any]:
+async def device(http, keys) -> dict[str, Any]:
     """One device scanned in from the donor's pickup: /verify and the report have data."""
-    now = datetime.now(UTC)
-    body = {
-        "address": {"street": "Rue 1", "postal_code": "1040", "city": "Brussels", "country": "BE"},
-        "contact": {"name": "Jo", "email": "it@walk.example"},
-        "window": {"start": now.isoformat(), "end": (now + timedelta(days=30)).isoformat()},
-        "expected": {"laptop": 1},
-    }
-    async with httpx.AsyncClient(base_url=cluster.urls["intake"], timeout=60) as http:
-        donor, staff = {"X-API-Key": keys[DONOR]}, {"X-API-Key": keys[STAFF]}
-        answer = await http.post("/pickups", json=body, headers=donor)
-        assert answer.status_code == 201, answer.text
-        pickup_id = answer.json()["pickup_id"]
-        scheduled = {"scheduled_for": now.isoformat()}
-        await http.post(f"/pickups/{pickup_id}/schedule", json=scheduled, headers=staff)
-        scan = {"serial_number": f"WALK{uuid4().hex[:8]}", "category": "laptop", "make": "HP"}
-        scan |= {"model": "EliteBook", "weight_kg": 1.5, "location": "Brussels"}
-        answer = await http.post(f"/pickups/{pickup_id}/devices", json=scan, headers=staff)
-        assert answer.status_code == 201, answer.text
-        scanned = dict(answer.json())
-        in_custody = cluster.urls["custody"] + f"/devices/{scanned['device_id']}"
+    pickup = await new_pickup(http, DONOR, STAFF, expected={"laptop": 1})
+    scan = scan_body(serial_number=f"WALK{uuid4().hex[:8]}")
+    answer = await http(STAFF, "POST", f"/pickups/{pickup['pickup_id']}/devices", json=scan)
+    assert answer.status_code == 201, answer.text
+    scanned = dict(answer.json())
 
-        async def custody_knows_it() -> bool:
-            return (await http.get(in_custody, headers=staff)).status_code == 200
+    async def custody_knows_it() -> bool:
+        return (await http(STAFF, "GET", f"/devices/{scanned['device_id']}")).status_code == 200
 
-        await eventually(custody_knows_it, within_s=60)
-        return scanned
+    await eventually(custody_knows_it, within_s=60)
+    return scanned
 
 
 def filled(path: str, device: dict[str, Any]) -> str:

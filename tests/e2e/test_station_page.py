@@ -1,9 +1,7 @@
 """The scan station in headless Chromium, driven by the keyboard only, as a warehouse does with a
 USB barcode scanner (it types the code, then Enter). Nothing is ever clicked."""
 
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,15 +12,15 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.auth import Role
+from tests import helpers
 from tests.barcodes import missing_tools, symbols
 from tests.browser import chromium
-from tests.helpers import create_key
-from tools.cluster import Cluster, project_root, running_cluster
+from tests.builders import pickup_body, schedule_body
+from tools.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 
 DONOR, STAFF = "acme", "staff-lena"
-NOW = datetime.now(UTC)
 LOCATION = "Warehouse Brussels"
 ROWS = [
     {
@@ -52,19 +50,8 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake", "custody"]) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR: await create_key(namespace, Role.DONOR, DONOR),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
+CLUSTER = ["intake", "custody"]
+PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF}
 
 
 def call(
@@ -75,25 +62,12 @@ def call(
 
 
 def new_pickup(cluster: Cluster, keys: dict[str, str], *, schedule: bool) -> str:
-    body = {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 2, "monitor": 1},
-    }
+    body = pickup_body()
     created = call(cluster, keys[DONOR], "POST", "/pickups", json=body)
     assert created.status_code == 201, created.text
     pid = str(created.json()["pickup_id"])
     if schedule:
-        when = {"scheduled_for": (NOW + timedelta(days=2)).isoformat()}
+        when = schedule_body()
         scheduled = call(cluster, keys[STAFF], "POST", f"/pickups/{pid}/schedule", json=when)
         assert scheduled.status_code == 200, scheduled.text
     return pid
@@ -250,10 +224,7 @@ def test_a_warehouse_scans_a_pickup_in_with_the_keyboard_only(browser, cluster, 
         devices: list[dict[str, Any]] = listed.json()
         return devices if len(devices) == 2 else []
 
-    deadline = time.monotonic() + 60
-    while not (devices := in_custody()):
-        assert time.monotonic() < deadline, "custody never listed the two scanned devices"
-        time.sleep(0.3)
+    devices = helpers.until(in_custody, what="custody to list the two scanned devices")
     assert sorted(d["asset_tag"] for d in devices) == sorted(["ST-0001", generated])
     labelled = next(d for d in devices if d["asset_tag"] == generated)
     label = call(cluster, keys[STAFF], "GET", f"/devices/{labelled['device_id']}/label")

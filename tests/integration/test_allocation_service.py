@@ -3,23 +3,17 @@ emitted events read back from the topics."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.auth import Role
 from shared.events import (
     DeviceReady,
 )
-from tests.conftest import BOOTSTRAP, kafka_auth
-from tests.helpers import TopicReader, create_key, device_ready, eventually, publish
-from tools.cluster import project_root, running_cluster
+from tests.helpers import Api, TopicReader, caught_up, device_ready, eventually, publish
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +36,21 @@ def ready(ram: float) -> DeviceReady:
     return device_ready(ram, PICKUP)
 
 
+CLUSTER = ["allocation"]
+PARTNERS = {
+    STAFF: Role.STAFF,
+    OPS: Role.OPERATIONS,
+    SCHOOL_A: Role.RECIPIENT,
+    SCHOOL_B: Role.RECIPIENT,
+}
+
+
 class Service:
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
-        self.url = url
-        self.keys = keys
+    def __init__(self, http: Api) -> None:
+        self.call = http
         self.devices: list[DeviceReady] = []
         self.requests: dict[str, str] = {}
         self.shipment_id = ""
-
-    async def call(self, who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"X-API-Key": self.keys[who]} if who else {}
-        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
-            return await client.request(method, path, headers=headers, **kw)
 
     async def ok(self, who: str, method: str, path: str, **kw: Any) -> Any:
         response = await self.call(who, method, path, **kw)
@@ -65,57 +62,14 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-async def svc(topics, base_env, namespace):
-    keys = {
-        who: await create_key(namespace, role, who)
-        for who, role in (
-            (STAFF, Role.STAFF),
-            (OPS, Role.OPERATIONS),
-            (SCHOOL_A, Role.RECIPIENT),
-            (SCHOOL_B, Role.RECIPIENT),
-        )
-    }
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["allocation"]) as cluster:
-        yield Service(cluster.urls["allocation"], keys)
+def svc(http: Api) -> Service:
+    return Service(http)
 
 
 @pytest.fixture(scope="module")
 async def reader(topics, namespace):
     async with TopicReader(namespace, *TOPICS) as r:
         yield r
-
-
-async def consumed_everything(namespace: str, topic: str, within_s: float = 30) -> None:
-    """Wait until allocation's consumer group committed the end of every partition of topic."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP,
-        **kafka_auth(),
-        group_id=namespace + "allocation",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(namespace + topic, p)
-            for p in consumer.partitions_for_topic(namespace + topic) or ()
-        ]
-        if not partitions:
-            await consumer.topics()
-            partitions = [
-                TopicPartition(namespace + topic, p)
-                for p in consumer.partitions_for_topic(namespace + topic) or ()
-            ]
-        ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + within_s
-        while True:
-            committed = {tp: await consumer.committed(tp) or 0 for tp in partitions}
-            if all(committed[tp] >= ends[tp] for tp in partitions):
-                return
-            assert time.monotonic() < deadline, f"consumer lags: {committed} < {ends}"
-            await asyncio.sleep(0.3)
-    finally:
-        await consumer.stop()
 
 
 async def test_1_ready_devices_enter_stock_once_even_if_delivered_twice(svc, namespace):
@@ -128,7 +82,7 @@ async def test_1_ready_devices_enter_stock_once_even_if_delivered_twice(svc, nam
         return ids if set(ids) >= {str(d.device_id) for d in svc.devices} else None
 
     ids = await eventually(stocked)
-    await consumed_everything(namespace, "device.ready")
+    await caught_up(namespace, "allocation", "device.ready")
     ids = [d["device_id"] for d in await svc.ok(STAFF, "GET", "/stock")]
     assert sorted(ids) == sorted(svc.device(i) for i in range(5))
     one = await svc.ok(OPS, "GET", f"/devices/{svc.device(1)}")
@@ -139,8 +93,8 @@ async def test_1_ready_devices_enter_stock_once_even_if_delivered_twice(svc, nam
 async def test_2_keys_roles_and_bad_input_are_checked(svc):
     body = {"quantity": 1, "category": "laptop", "purpose": "Class"}
     assert (await svc.call(None, "GET", "/requests")).status_code == 401
-    svc.keys["nobody"] = "git_not-a-key"
-    assert (await svc.call("nobody", "GET", "/requests")).status_code == 401
+    wrong = {"X-API-Key": "git_not-a-key"}
+    assert (await svc.call(None, "GET", "/requests", headers=wrong)).status_code == 401
     assert (await svc.call(STAFF, "POST", "/requests", json=body)).status_code == 403
     assert (await svc.call(SCHOOL_A, "GET", "/stock")).status_code == 403
     for bad in (
@@ -379,7 +333,7 @@ async def test_7_a_request_is_cancelled_once_and_only_by_its_owner_or_staff(svc,
 async def test_8_a_replayed_device_ready_changes_nothing(svc, namespace):
     before = await svc.ok(STAFF, "GET", f"/devices/{svc.device(1)}")
     await publish(namespace, svc.devices[1], svc.devices[0])
-    await consumed_everything(namespace, "device.ready")
+    await caught_up(namespace, "allocation", "device.ready")
     assert await svc.ok(STAFF, "GET", f"/devices/{svc.device(1)}") == before
     assert (await svc.ok(STAFF, "GET", f"/devices/{svc.device(0)}"))["state"] == "allocated"
     assert await svc.ok(STAFF, "GET", "/stock") == []

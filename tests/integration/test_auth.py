@@ -1,51 +1,32 @@
 """API keys: created by the CLI, shown once, stored hashed, revocable."""
 
 import hashlib
-import subprocess
-import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
 from shared.auth import hash_key, new_key
+from tests.builders import pickup_body
 from tests.conftest import MONGO_URL
-from tools.cluster import project_root, running_cluster
+from tests.helpers import run_module
 
 pytestmark = pytest.mark.integration
 
-_SOON = datetime.now(UTC) + timedelta(days=1)
-PICKUP = {
-    "address": {
-        "street": "Rue de la Loi 42",
-        "postal_code": "1040",
-        "city": "Brussels",
-        "country": "BE",
-    },
-    "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-    "window": {"start": _SOON.isoformat(), "end": (_SOON + timedelta(days=2)).isoformat()},
-    "expected": {"laptop": 2},
-}
+PICKUP = pickup_body(expected={"laptop": 2})
+CLUSTER = ["intake"]
 
 
 def _cli(env, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.auth", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = run_module(env, "shared.auth", *args)
+    assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")
-def intake(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake"]) as cluster:
-        yield cluster.urls["intake"]
+def intake(cluster) -> str:
+    return cluster.urls["intake"]
 
 
 async def test_a_key_is_printed_once_stored_only_as_its_hash_and_works_until_revoked(
@@ -91,13 +72,7 @@ def test_a_staff_key_is_stored_in_every_service(base_env, namespace):
 
 def test_a_partner_id_or_name_longer_than_the_events_allow_is_refused_at_creation(base_env):
     for args in (("--partner", "a" * 250), ("--partner", "acme-2", "--name", "N" * 250)):
-        result = subprocess.run(
-            [sys.executable, "-m", "shared.auth", "create-key", "--role", "donor", *args],
-            env=base_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_module(base_env, "shared.auth", "create-key", "--role", "donor", *args)
         assert result.returncode == 2
         assert "at most 200 characters" in result.stderr
         assert result.stdout == ""

@@ -26,6 +26,7 @@ from shared.auth import Role
 from shared.events import DeviceReady, DeviceReceived, DeviceReleasedForRecycling
 from shared.examples import EXAMPLES
 from shared.outbox import Relay
+from tests.builders import pickup_body
 from tests.conftest import BOOTSTRAP, MONGO_URL
 from tests.helpers import create_key
 
@@ -164,20 +165,7 @@ async def test_intake(env, databases, monkeypatch):
     main, http = await serve("intake", databases)
     donor = await as_(env, Role.DONOR, "acme")
     staff = await as_(env, Role.STAFF, "staff-x")
-    body = {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 2},
-    }
+    body = pickup_body(expected={"laptop": 2})
     schedule = {"scheduled_for": (NOW + timedelta(days=2)).isoformat()}
     async with http:
         created = await http.post("/pickups", json=body, headers=donor)

@@ -2,7 +2,6 @@
 `device.received`, applies every device event once in any order, serves the donor's view, and
 intake's old read paths answer 308 to it."""
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -12,138 +11,37 @@ import pytest
 
 from shared.auth import Role
 from shared.events import (
-    Decision,
-    DeviceDiagnosed,
     DeviceReceived,
-    DeviceWiped,
-    ErasureRecord,
-    Grade,
-    HardwareSpecs,
     SanitizationMethod,
     WorkbenchEvidence,
 )
-from tests.helpers import create_key, eventually, publish
-from tools.cluster import project_root, running_cluster
+from tests.builders import diagnosed, scan_body, wiped
+from tests.helpers import caught_up, eventually, new_pickup, publish
 
 pytestmark = pytest.mark.integration
 
 DONOR_A, DONOR_B, STAFF = "acme", "globex", "staff-lena"
-NOW = datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-def urls(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake", "custody"]) as cluster:
-        yield cluster.urls
-
-
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR_A: await create_key(namespace, Role.DONOR, DONOR_A),
-        DONOR_B: await create_key(namespace, Role.DONOR, DONOR_B),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
-
-
-@pytest.fixture(scope="module")
-async def http(urls, keys):
-    """`http(who, service, method, path)`; redirects are not followed."""
-    async with httpx.AsyncClient(timeout=30) as client:
-
-        async def call(
-            who: str | None, service: str, method: str, path: str, **kw: Any
-        ) -> httpx.Response:
-            headers = ({"X-API-Key": keys[who]} if who else {}) | kw.pop("headers", {})
-            return await client.request(method, urls[service] + path, headers=headers, **kw)
-
-        yield call
-
-
-def scan_body(**fields: Any) -> dict[str, Any]:
-    return {
-        "category": "laptop",
-        "make": "HP",
-        "model": "EliteBook 840 G5",
-        "weight_kg": 1.5,
-        "location": "Warehouse Brussels",
-        **fields,
-    }
+CLUSTER = ["intake", "custody"]
+PARTNERS = {DONOR_A: Role.DONOR, DONOR_B: Role.DONOR, STAFF: Role.STAFF}
 
 
 @pytest.fixture(scope="module")
 async def scanned(http) -> dict[str, Any]:
     """Donor A's pickup with one device scanned in at intake."""
-    body = {
-        "address": {"street": "Rue 1", "postal_code": "1040", "city": "Brussels", "country": "BE"},
-        "contact": {"name": "Jo", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 1},
-    }
-    pickup = (await http(DONOR_A, "intake", "POST", "/pickups", json=body)).json()
-    pid = pickup["pickup_id"]
-    when = {"scheduled_for": (NOW + timedelta(days=2)).isoformat()}
-    assert (await http(STAFF, "intake", "POST", f"/pickups/{pid}/schedule", json=when)).is_success
-    device = await http(
-        STAFF, "intake", "POST", f"/pickups/{pid}/devices", json=scan_body(asset_tag="C-1")
-    )
+    pickup = await new_pickup(http, DONOR_A, STAFF, expected={"laptop": 1})
+    path = f"/pickups/{pickup['pickup_id']}/devices"
+    device = await http(STAFF, "POST", path, json=scan_body(asset_tag="C-1"))
     assert device.status_code == 201, device.text
-    return {"pickup_id": pid, "device": device.json()}
-
-
-def _diagnosed(device_id: UUID, pickup_id: UUID, at: datetime) -> DeviceDiagnosed:
-    return DeviceDiagnosed(
-        event_id=uuid4(),
-        occurred_at=at,
-        producer="diagnostics",
-        correlation_id=pickup_id,
-        device_id=device_id,
-        report_id=uuid4(),
-        specs=HardwareSpecs(),
-        cosmetic_grade=Grade.B,
-        functional_grade=Grade.A,
-        decision=Decision.REFURBISH,
-        reason="all tests passed",
-        rules_version="2026.1",
-        tested_by=STAFF,
-        location="Warehouse Brussels",
-    )
-
-
-def _wiped(device_id: UUID, pickup_id: UUID, at: datetime, certificate_id: UUID) -> DeviceWiped:
-    return DeviceWiped(
-        event_id=uuid4(),
-        occurred_at=at,
-        producer="diagnostics",
-        correlation_id=pickup_id,
-        device_id=device_id,
-        certificate_id=certificate_id,
-        erasures=[
-            ErasureRecord(
-                drive_serial="DRV-1",
-                method=SanitizationMethod.PURGE,
-                technique="crypto erase",
-                tool="nwipe",
-                tool_version="0.37",
-                verified=True,
-                verification="full read-back",
-                operator=STAFF,
-                performed_at=at,
-                location="Warehouse Brussels",
-            )
-        ],
-    )
+    return {"pickup_id": pickup["pickup_id"], "device": device.json()}
 
 
 async def test_custody_learns_a_scanned_device_from_device_received(scanned, http):
     device = scanned["device"]
 
     async def shown():
-        r = await http(DONOR_A, "custody", "GET", f"/devices/{device['device_id']}")
+        r = await http(DONOR_A, "GET", f"/devices/{device['device_id']}")
         return r.json() if r.status_code == 200 else None
 
     view = await eventually(shown)
@@ -153,9 +51,9 @@ async def test_custody_learns_a_scanned_device_from_device_received(scanned, htt
     assert view["pickup_id"] == scanned["pickup_id"]
     assert [h["event_type"] for h in view["history"]] == ["device.received"]
     assert device["custody_url"].endswith(f"/devices/{device['device_id']}")
-    other = await http(DONOR_B, "custody", "GET", f"/devices/{device['device_id']}")
+    other = await http(DONOR_B, "GET", f"/devices/{device['device_id']}")
     assert other.status_code == 404
-    listed = await http(DONOR_B, "custody", "GET", "/devices", params={"partner_id": DONOR_A})
+    listed = await http(DONOR_B, "GET", "/devices", params={"partner_id": DONOR_A})
     assert listed.json() == []
 
 
@@ -163,18 +61,19 @@ async def test_the_custody_view_applies_each_device_event_once(scanned, http, na
     device_id = UUID(scanned["device"]["device_id"])
     pickup_id = UUID(scanned["pickup_id"])
     certificate_id = uuid4()
-    diagnosed = _diagnosed(device_id, pickup_id, datetime.now(UTC))
-    wiped = _wiped(device_id, pickup_id, datetime.now(UTC) + timedelta(seconds=1), certificate_id)
+    diagnosis = diagnosed(device_id, pickup_id, datetime.now(UTC))
+    wipe = wiped(device_id, pickup_id, datetime.now(UTC) + timedelta(seconds=1), certificate_id)
     # wiped first: out of order, and every event delivered twice
-    await publish(namespace, wiped, diagnosed, wiped, diagnosed)
+    await publish(namespace, wipe, diagnosis, wipe, diagnosis)
 
     async def settled():
-        view = (await http(DONOR_A, "custody", "GET", f"/devices/{device_id}")).json()
+        view = (await http(DONOR_A, "GET", f"/devices/{device_id}")).json()
         return view if len(view["history"]) >= 3 else None
 
     await eventually(settled)
-    await asyncio.sleep(2.0)  # duplicates, if any were applied twice, would show by now
-    view = (await http(DONOR_A, "custody", "GET", f"/devices/{device_id}")).json()
+    # custody has applied all four (its lag is 0): a duplicate applied twice would show now
+    await caught_up(namespace, "custody", "device.diagnosed", "device.wiped")
+    view = (await http(DONOR_A, "GET", f"/devices/{device_id}")).json()
     assert [h["event_type"] for h in view["history"]] == [
         "device.received",
         "device.diagnosed",
@@ -182,7 +81,7 @@ async def test_the_custody_view_applies_each_device_event_once(scanned, http, na
     ]
     assert view["stage"] == "wiped"
     assert view["erasure_certificate_id"] == str(certificate_id)
-    wiped_list = await http(DONOR_A, "custody", "GET", "/devices", params={"stage": "wiped"})
+    wiped_list = await http(DONOR_A, "GET", "/devices", params={"stage": "wiped"})
     assert [d["device_id"] for d in wiped_list.json()] == [str(device_id)]
 
 
@@ -191,15 +90,14 @@ async def test_events_before_their_device_received_wait_for_it(http, namespace):
     It is kept, unseen, and the device shows with its whole history once received."""
     device_id, pickup_id = uuid4(), uuid4()
     at = datetime.now(UTC)
-    diagnosed = _diagnosed(device_id, pickup_id, at + timedelta(seconds=1))
-    await publish(namespace, diagnosed)
+    await publish(namespace, diagnosed(device_id, pickup_id, at + timedelta(seconds=1)))
 
     async def stored():
-        r = await http(STAFF, "custody", "GET", "/ops/devices", params={"q": "EARLY-1"})
+        r = await http(STAFF, "GET", "/ops/devices", params={"q": "EARLY-1"})
         return r
 
     # not shown before its reception: neither to staff nor in the lists
-    assert (await http(STAFF, "custody", "GET", f"/devices/{device_id}")).status_code == 404
+    assert (await http(STAFF, "GET", f"/devices/{device_id}")).status_code == 404
     received = DeviceReceived(
         event_id=uuid4(),
         occurred_at=at,
@@ -221,7 +119,7 @@ async def test_events_before_their_device_received_wait_for_it(http, namespace):
     await publish(namespace, received)
 
     async def shown():
-        r = await http(DONOR_B, "custody", "GET", f"/devices/{device_id}")
+        r = await http(DONOR_B, "GET", f"/devices/{device_id}")
         return r.json() if r.status_code == 200 and len(r.json()["history"]) == 2 else None
 
     view = await eventually(shown)
@@ -245,16 +143,16 @@ async def test_events_before_their_device_received_wait_for_it(http, namespace):
         "/verify/9d7c2a0e-4d2b-4f4e-9b8e-2c1f0a6b7d31?format=json",
     ],
 )
-async def test_intakes_old_read_paths_answer_308_to_custody_keeping_the_query(urls, http, path):
-    moved = await http(None, "intake", "GET", path)
+async def test_intakes_old_read_paths_answer_308_to_custody_keeping_the_query(cluster, http, path):
+    moved = await http(None, "GET", path, service="intake")
     assert moved.status_code == 308
-    assert moved.headers["location"] == urls["custody"] + path
+    assert moved.headers["location"] == cluster.urls["custody"] + path
 
 
-async def test_the_qr_code_of_a_certificate_issued_before_resolves_through_intake(scanned, urls):
+async def test_the_qr_code_of_a_certificate_issued_before_resolves_through_intake(scanned, cluster):
     """Certificates issued before custody had its own service print intake's /verify URL."""
     device_id = scanned["device"]["device_id"]
-    old_qr = f"{urls['intake']}/verify/{device_id}?format=json"
+    old_qr = f"{cluster.urls['intake']}/verify/{device_id}?format=json"
     async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
 
         async def verified():
@@ -262,7 +160,7 @@ async def test_the_qr_code_of_a_certificate_issued_before_resolves_through_intak
             return r if r.status_code == 200 else None
 
         response = await eventually(verified)
-    assert str(response.url).startswith(urls["custody"])
+    assert str(response.url).startswith(cluster.urls["custody"])
     assert response.json()["device_id"] == device_id
 
 
@@ -287,8 +185,8 @@ async def test_the_public_page_shows_workbench_evidence_or_typed_record(http, na
         scanned_by=STAFF,
         location="Warehouse Brussels",
     )
-    wiped = _wiped(device_id, pickup_id, at + timedelta(seconds=1), uuid4())
-    typed = wiped.erasures[0]
+    wipe = wiped(device_id, pickup_id, at + timedelta(seconds=1), uuid4())
+    typed = wipe.erasures[0]
     by_workbench = typed.model_copy(
         update={
             "drive_serial": "DRV-WB",
@@ -307,10 +205,10 @@ async def test_the_public_page_shows_workbench_evidence_or_typed_record(http, na
             ),
         }
     )
-    await publish(namespace, received, wiped.model_copy(update={"erasures": [by_workbench, typed]}))
+    await publish(namespace, received, wipe.model_copy(update={"erasures": [by_workbench, typed]}))
 
     async def page():
-        r = await http(None, "custody", "GET", f"/verify/{device_id}")
+        r = await http(None, "GET", f"/verify/{device_id}", service="custody")
         return r if r.status_code == 200 and "Erasure certificate" in r.text else None
 
     html = " ".join((await eventually(page)).text.split())

@@ -10,9 +10,8 @@ event exactly once, whether it had seen it already or not.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
@@ -28,8 +27,7 @@ from shared.examples import EXAMPLES
 from shared.kafka import DeadLetters, make_broker
 from shared.topics import DEAD_LETTER, topic_of
 from tests.conftest import BOOTSTRAP, kafka_auth, settings_in
-from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
-from tools.cluster import project_root, running_cluster
+from tests.helpers import TopicReader, eventually, publish, publish_raw, run_module
 from tools.deadletters import REDRIVEN_FROM, DeadLetter, read_dead_letters, redrive, select
 
 pytestmark = pytest.mark.integration
@@ -40,34 +38,18 @@ PICKUP = uuid4()
 UNKNOWN_DEVICE = f"unprocessable: unknown device {DEVICE}: intake never received it"
 
 
-@pytest.fixture(scope="module")
-def custody_url(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["custody"]) as cluster:
-        yield cluster.urls["custody"]
+CLUSTER = ["custody"]
+PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF}
 
 
 @pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR: await create_key(namespace, Role.DONOR, DONOR),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
+def custody_url(cluster):
+    return cluster.urls["custody"]
 
 
 @pytest.fixture(scope="module")
 def cli(base_env):
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tools.deadletters", *args],
-            env=base_env,
-            cwd=project_root(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    return run
+    return partial(run_module, base_env, "tools.deadletters")
 
 
 def diagnosed() -> DeviceDiagnosed:

@@ -15,9 +15,8 @@ import pytest
 from shared import events as ev
 from shared.auth import Role
 from shared.examples import EXAMPLES
-from tests.helpers import create_key, eventually, publish
+from tests.helpers import eventually, new_pickup, publish
 from tests.printed_tables import column_sums, rows_with_totals
-from tools.cluster import project_root, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -38,37 +37,15 @@ BOREALIS_WORDS = ("Zebracorp", "Zeta-Book", "Zeta-View", "Zanzibar", "Bexley", B
 AURORA_WORDS = ("Aurora Labs", "AuroraBook", "Rosa Parks", "Harbour", "Umicore", AURORA)
 
 
+CLUSTER = ["intake", "custody"]
+PARTNERS = {AURORA: Role.DONOR, BOREALIS: Role.DONOR, CIRRUS: Role.DONOR, STAFF: Role.STAFF}
+
+
 @pytest.fixture(scope="module")
-def urls(topics, base_env, namespace, tmp_path_factory):
+def service_env(tmp_path_factory) -> dict[str, str]:
     factors = tmp_path_factory.mktemp("impact") / "factors.yaml"
     factors.write_text(FACTORS)
-    env = base_env | {"GREENIT_CUSTODY_IMPACT_FACTORS": str(factors)}
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(env, log_dir, ["intake", "custody"]) as cluster:
-        yield cluster.urls
-
-
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        AURORA: await create_key(namespace, Role.DONOR, AURORA),
-        BOREALIS: await create_key(namespace, Role.DONOR, BOREALIS),
-        CIRRUS: await create_key(namespace, Role.DONOR, CIRRUS),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
-
-
-@pytest.fixture(scope="module")
-async def http(urls, keys):
-    """Pickups and scans go to intake; the views they feed are custody's."""
-    async with httpx.AsyncClient(timeout=60) as client:
-
-        async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
-            headers = {"X-API-Key": keys[who]} if who else {}
-            service = "intake" if path.startswith("/pickups") else "custody"
-            return await client.request(method, urls[service] + path, headers=headers, **kw)
-
-        yield call
+    return {"GREENIT_CUSTODY_IMPACT_FACTORS": str(factors)}
 
 
 def event(cls: type[ev.Event], device_id: str, seconds: float, **fields: Any) -> ev.Event:
@@ -134,28 +111,7 @@ def recycled_by(device_id: str, recycler: str, certification: str, **kg: float) 
 
 async def scan(http, donor: str, devices: dict[str, dict[str, Any]]) -> dict[str, str]:
     """A pickup for `donor` with `devices` scanned in; their ids by the names given."""
-    body = {
-        "address": {
-            "street": "Rue Haute 1",
-            "postal_code": "1000",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo", "email": "it@donor.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": len(devices)},
-    }
-    pickup = (await http(donor, "POST", "/pickups", json=body)).json()["pickup_id"]
-    scheduled = await http(
-        STAFF,
-        "POST",
-        f"/pickups/{pickup}/schedule",
-        json={"scheduled_for": body["window"]["start"]},
-    )
-    assert scheduled.status_code == 200, scheduled.text
+    pickup = (await new_pickup(http, donor, STAFF, expected={"laptop": len(devices)}))["pickup_id"]
     ids = {}
     for name, fields in devices.items():
         scanned = await http(

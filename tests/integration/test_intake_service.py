@@ -2,11 +2,10 @@
 beside it, shows what it registered; custody's own tests: test_custody_service.py)."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -14,104 +13,34 @@ from services.intake.domain import serial_key
 from services.intake.store import Store as IntakeStore
 from shared.auth import Role
 from shared.outbox import Connection
+from tests import helpers
+from tests.builders import NOW, pickup_body, scan_body
 from tests.conftest import MONGO_URL, settings_in
-from tests.helpers import TopicReader, create_key, eventually
-from tools.cluster import project_root, running_cluster
+from tests.helpers import Api, TopicReader, eventually, published
 
 pytestmark = pytest.mark.integration
 
 DONOR_A, DONOR_B, STAFF, OPS = "acme", "globex", "staff-lena", "ops-omar"
-NOW = datetime.now(UTC)
+
+
+CLUSTER = ["intake", "custody"]
+PARTNERS = {DONOR_A: Role.DONOR, DONOR_B: Role.DONOR, STAFF: Role.STAFF, OPS: Role.OPERATIONS}
 
 
 @pytest.fixture(scope="module")
-def urls(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake", "custody"]) as cluster:
-        yield cluster.urls
+def http(http: Api) -> Api:
+    """Calls intake (every call of this module's tests but those to `custody`)."""
+    return http.to("intake")
 
 
 @pytest.fixture(scope="module")
-def intake_url(urls):
-    return urls["intake"]
-
-
-@pytest.fixture(scope="module")
-async def custody(urls, keys):
+def custody(http: Api) -> Api:
     """Calls custody, which serves the donor's view of the devices intake registers."""
-    async with httpx.AsyncClient(base_url=urls["custody"], timeout=30) as client:
-
-        async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
-            headers = ({"X-API-Key": keys[who]} if who else {}) | kw.pop("headers", {})
-            return await client.request(method, path, headers=headers, **kw)
-
-        yield call
+    return http.to("custody")
 
 
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR_A: await create_key(namespace, Role.DONOR, DONOR_A),
-        DONOR_B: await create_key(namespace, Role.DONOR, DONOR_B),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-        OPS: await create_key(namespace, Role.OPERATIONS, OPS),
-    }
-
-
-@pytest.fixture(scope="module")
-async def http(intake_url, keys):
-    async with httpx.AsyncClient(base_url=intake_url, timeout=30) as client:
-
-        async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
-            headers = ({"X-API-Key": keys[who]} if who else {}) | kw.pop("headers", {})
-            return await client.request(method, path, headers=headers, **kw)
-
-        yield call
-
-
-def pickup_body(**overrides: Any) -> dict[str, Any]:
-    return {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 2, "monitor": 1},
-        **overrides,
-    }
-
-
-def scan_body(**fields: Any) -> dict[str, Any]:
-    return {
-        "category": "laptop",
-        "make": "HP",
-        "model": "EliteBook 840 G5",
-        "weight_kg": 1.5,
-        "location": "Warehouse Brussels",
-        **fields,
-    }
-
-
-async def new_pickup(http, donor: str = DONOR_A, *, schedule: bool = True) -> dict[str, Any]:
-    created = await http(donor, "POST", "/pickups", json=pickup_body())
-    assert created.status_code == 201, created.text
-    pickup = created.json()
-    if schedule:
-        scheduled = await http(
-            STAFF,
-            "POST",
-            f"/pickups/{pickup['pickup_id']}/schedule",
-            json={"scheduled_for": (NOW + timedelta(days=2)).isoformat()},
-        )
-        assert scheduled.status_code == 200, scheduled.text
-        pickup = scheduled.json()
-    return pickup
+async def new_pickup(http: Api, donor: str = DONOR_A, *, schedule: bool = True) -> dict[str, Any]:
+    return await helpers.new_pickup(http, donor, STAFF, schedule=schedule)
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +133,9 @@ async def test_scanned_devices_are_registered_once_and_announced(donation, http,
                 and any(e.event_type == "pickup.completed" for e in evs)
             )
         )
-        await asyncio.sleep(1.0)
-        await reader.wait_for(lambda evs: True)
+        # intake's outbox is empty: all it will publish is on the topics; read them to the end
+        await published(namespace, "intake")
+        await reader.read_to_end()
     received = list(
         {
             e.event_id: e for e in reader.of_type("device.received") if str(e.subject_id) in ids

@@ -12,16 +12,9 @@ from shared.codec import encode, headers_for
 from shared.events import DeviceReceived
 from shared.examples import EXAMPLES
 from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def _wait_for(predicate, within_s=60.0):
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not (result := await predicate()):
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.3)
-    return result
 
 
 async def test_an_event_published_here_is_consumed_by_a_faststream_subscriber_in_another_process(
@@ -58,7 +51,7 @@ async def test_an_event_published_here_is_consumed_by_a_faststream_subscriber_in
         async def all_stored():
             return await received.count_documents({}) == 3
 
-        await _wait_for(all_stored)
+        await eventually(all_stored, within_s=60)
         stored = {d["_id"]: d["event"] async for d in received.find()}
         assert stored == {str(e.event_id): json.loads(encode(e)) for e in events}
 

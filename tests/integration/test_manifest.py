@@ -6,17 +6,17 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 
 from shared.auth import Role
-from tests.helpers import TopicReader, create_key
-from tools.cluster import project_root, running_cluster
+from tests.builders import pickup_body, schedule_body
+from tests.helpers import TopicReader, published
+from tools.cluster import project_root
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +70,21 @@ def log_dir(namespace) -> Path:
     return project_root() / ".local" / "test-logs" / namespace
 
 
+CLUSTER = ["intake"]
+PARTNERS = {DONOR_A: Role.DONOR, DONOR_B: Role.DONOR, STAFF: Role.STAFF}
+
+
 @pytest.fixture(scope="module")
-def intake_url(topics, base_env, log_dir):
-    env = dict(base_env) | {
+def service_env() -> dict[str, str]:
+    return {
         "GREENIT_INTAKE_MANIFEST_MAX_ROWS": str(MAX_ROWS),
         "GREENIT_SLOW_STORE_COMMAND_MS": "0.001",  # every store command is logged, with its shape
     }
-    with running_cluster(env, log_dir, ["intake"]) as cluster:
-        yield cluster.urls["intake"]
+
+
+@pytest.fixture(scope="module")
+def intake_url(cluster) -> str:
+    return cluster.urls["intake"]
 
 
 async def whole_manifest(http, who: str, pid: str, limit: int = 500) -> dict[str, Any]:
@@ -93,25 +100,6 @@ async def whole_manifest(http, who: str, pid: str, limit: int = 500) -> dict[str
         if body["next_cursor"] is None:
             return body | {"rows": rows}
         params["cursor"] = body["next_cursor"]
-
-
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR_A: await create_key(namespace, Role.DONOR, DONOR_A),
-        DONOR_B: await create_key(namespace, Role.DONOR, DONOR_B),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-    }
-
-
-@pytest.fixture(scope="module")
-async def http(intake_url, keys):
-    async with httpx.AsyncClient(base_url=intake_url, timeout=120) as client:
-
-        async def call(who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-            return await client.request(method, path, headers={"X-API-Key": keys[who]}, **kw)
-
-        yield call
 
 
 @pytest.fixture(scope="module")
@@ -134,25 +122,11 @@ def run_cli(intake_url, keys, base_env) -> Callable[..., Any]:
 
 
 async def open_pickup(http, donor: str = DONOR_A) -> str:
-    body = {
-        "address": {
-            "street": "Rue de la Loi 42",
-            "postal_code": "1040",
-            "city": "Brussels",
-            "country": "BE",
-        },
-        "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 400, "desktop": 400, "monitor": 400},
-    }
+    body = pickup_body(expected={"laptop": 400, "desktop": 400, "monitor": 400})
     created = await http(donor, "POST", "/pickups", json=body)
     assert created.status_code == 201, created.text
     pid = created.json()["pickup_id"]
-    when = (NOW + timedelta(days=2)).isoformat()
-    scheduled = await http(STAFF, "POST", f"/pickups/{pid}/schedule", json={"scheduled_for": when})
+    scheduled = await http(STAFF, "POST", f"/pickups/{pid}/schedule", json=schedule_body())
     assert scheduled.status_code == 200, scheduled.text
     return str(pid)
 
@@ -269,8 +243,9 @@ async def test_scanning_a_listed_tag_registers_the_device_once_as_a_manual_scan_
     ids = {device["device_id"], second.json()["device_id"]}
     async with TopicReader(namespace, "device.received") as reader:
         await reader.wait_for(lambda evs: ids <= {str(e.subject_id) for e in evs})
-        await asyncio.sleep(1.0)
-        await reader.wait_for(lambda evs: True)
+        # intake's outbox is empty: all it will publish is on the topic; read it to the end
+        await published(namespace, "intake")
+        await reader.read_to_end()
     received = {e.event_id: e for e in reader.events if str(e.subject_id) == device["device_id"]}
     assert len(received) == 1, "a repeated scan announces nothing"
     [event] = received.values()

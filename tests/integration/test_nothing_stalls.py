@@ -9,10 +9,9 @@ failing shows as stuck in `/health` and `/metrics` until the cause goes away.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -27,7 +26,7 @@ from shared.events import DeviceReceived, DeviceRecycled, DeviceUsageReported, E
 from shared.examples import EXAMPLES
 from shared.kafka import VALUE_PREFIX_BYTES
 from tests.conftest import BOOTSTRAP, MONGO_URL, kafka_auth
-from tests.helpers import eventually, publish, publish_raw
+from tests.helpers import eventually, publish, publish_raw, run_module, serving
 from tools.cluster import free_port, project_root
 from tools.deadletters import DeadLetter, read_dead_letters
 
@@ -50,33 +49,12 @@ def env(base_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def app_url(topics: str, env: dict[str, str], namespace: str) -> Iterator[str]:
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log = project_root() / ".local" / "test-logs" / namespace / "stall.log"
     port = free_port()
-    with (log_dir / "stall.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.integration.stall_app:app", *serve_at(port)],
-            env=env,
-            cwd=project_root(),
-            stdout=log,
-            stderr=log,
-        )
+    command = [sys.executable, "-m", "uvicorn", "tests.integration.stall_app:app", *serve_at(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (log_dir / "stall.log").read_text()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the stall app did not become healthy"
-            time.sleep(0.3)
+    with serving(command, env, log, url + "/health"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def serve_at(port: int) -> list[str]:
@@ -85,17 +63,7 @@ def serve_at(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cli(env: dict[str, str]):
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tools.deadletters", *args],
-            env=env,
-            cwd=project_root(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    return run
+    return partial(run_module, env, "tools.deadletters")
 
 
 @pytest.fixture

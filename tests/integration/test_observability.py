@@ -4,8 +4,7 @@ scanned in, reported on and wiped; its records, spans, metrics and log lines che
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,9 +21,10 @@ from shared.events import DeviceReceived
 from shared.examples import EXAMPLES
 from shared.kafka import EventBus, make_broker
 from shared.outbox import Relay, outbox_doc
+from tests.builders import scan_body
 from tests.conftest import MONGO_URL, settings_in
-from tests.helpers import TopicReader, create_key, eventually
-from tools.cluster import Cluster, project_root, running_cluster
+from tests.helpers import TopicReader, eventually, new_pickup
+from tools.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -59,91 +59,36 @@ ERASURE = {
 }
 
 
-@pytest.fixture(scope="module")
-def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
-    env = base_env | {"GREENIT_OTEL_EXPORTER": "console", "GREENIT_LOG_FORMAT": "json"}
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(env, log_dir, ["intake", "diagnostics", "custody"]) as c:
-        yield c
+CLUSTER = ["intake", "diagnostics", "custody"]
+PARTNERS = {"donor": (Role.DONOR, "obs-donor"), "staff": (Role.STAFF, "obs-staff")}
 
 
 @pytest.fixture(scope="module")
-async def http(cluster, namespace) -> Any:
-    keys = {
-        "donor": await create_key(namespace, Role.DONOR, "obs-donor"),
-        "staff": await create_key(namespace, Role.STAFF, "obs-staff"),
-    }
-    async with httpx.AsyncClient(timeout=30) as client:
-
-        async def call(who: str, service: str, method: str, path: str, **kw: Any) -> Any:
-            url = cluster.urls[service] + path
-            return await client.request(method, url, headers={"X-API-Key": keys[who]}, **kw)
-
-        yield call
+def service_env() -> dict[str, str]:
+    return {"GREENIT_OTEL_EXPORTER": "console", "GREENIT_LOG_FORMAT": "json"}
 
 
 @pytest.fixture(scope="module")
 async def journey(http, namespace) -> dict[str, Any]:
     """One device: scanned into a scheduled pickup, reported on (refurbish), wiped: ready."""
-    window = {
-        "start": (NOW + timedelta(days=1)).isoformat(),
-        "end": (NOW + timedelta(days=3)).isoformat(),
-    }
-    pickup = await http(
-        "donor",
-        "intake",
-        "POST",
-        "/pickups",
-        json={
-            "address": {
-                "street": "Rue de la Loi 42",
-                "postal_code": "1040",
-                "city": "Brussels",
-                "country": "BE",
-            },
-            "contact": {"name": "Jo Peeters", "email": "it@acme.example"},
-            "window": window,
-            "expected": {"laptop": 1},
-        },
-    )
-    assert pickup.status_code == 201, pickup.text
-    pickup_id = pickup.json()["pickup_id"]
-    scheduled = await http(
-        "staff",
-        "intake",
-        "POST",
-        f"/pickups/{pickup_id}/schedule",
-        json={"scheduled_for": window["start"]},
-    )
-    assert scheduled.status_code == 200, scheduled.text
-    scan = {
-        "category": "laptop",
-        "make": "HP",
-        "model": "EliteBook 840 G5",
-        "weight_kg": 1.5,
-        "location": "Warehouse Brussels",
-    }
-    scanned = await http(
-        "staff",
-        "intake",
-        "POST",
-        f"/pickups/{pickup_id}/devices",
-        json=scan | {"serial_number": "OBS-0001"},
-    )
+    pickup = await new_pickup(http, "donor", "staff", expected={"laptop": 1})
+    pickup_id = pickup["pickup_id"]
+    path = f"/pickups/{pickup_id}/devices"
+    scanned = await http("staff", "POST", path, json=scan_body(serial_number="OBS-0001"))
     assert scanned.status_code == 201, scanned.text
     device_id = scanned.json()["device_id"]
 
     async def diagnostics_has_it() -> bool:
-        found = await http("staff", "diagnostics", "GET", f"/devices/{device_id}")
+        found = await http("staff", "GET", f"/devices/{device_id}", service="diagnostics")
         return bool(found.status_code == 200)
 
     await eventually(diagnostics_has_it, within_s=60)
     reported = await http(
-        "staff", "diagnostics", "POST", f"/devices/{device_id}/reports", json=REPORT
+        "staff", "POST", f"/devices/{device_id}/reports", json=REPORT, service="diagnostics"
     )
     assert reported.status_code == 201, reported.text
     erased = await http(
-        "staff", "diagnostics", "POST", f"/devices/{device_id}/erasures", json=ERASURE
+        "staff", "POST", f"/devices/{device_id}/erasures", json=ERASURE, service="diagnostics"
     )
     assert erased.status_code in (200, 201), erased.text
 
@@ -336,7 +281,9 @@ async def test_metrics_count_the_kafka_messages_and_each_stored_event_once(
 
     refused_before = _metric(diagnostics, "greenit_transitions_refused_total", action="diagnose")
     device_id = journey["device_id"]
-    again = await http("staff", "diagnostics", "POST", f"/devices/{device_id}/reports", json=REPORT)
+    again = await http(
+        "staff", "POST", f"/devices/{device_id}/reports", json=REPORT, service="diagnostics"
+    )
     assert again.status_code == 409, again.text
     assert again.json()["action"] == "diagnose"
     after = await _metrics(cluster, "diagnostics")

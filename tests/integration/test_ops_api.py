@@ -4,102 +4,31 @@ stuck ones, search."""
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
-import httpx
 import pytest
 
 from shared.auth import Role
-from shared.events import (
-    Decision,
-    DeviceDiagnosed,
-    DeviceWiped,
-    ErasureRecord,
-    Grade,
-    HardwareSpecs,
-    SanitizationMethod,
-)
-from tests.helpers import create_key, eventually, publish
-from tools.cluster import project_root, running_cluster
+from shared.events import DeviceDiagnosed, DeviceWiped
+from tests.builders import NOW, diagnosed, scan_body, wiped
+from tests.helpers import eventually, new_pickup, publish
 
 pytestmark = pytest.mark.integration
 
 DONOR, STAFF, OPS = "acme", "staff-lena", "ops-omar"
-NOW = datetime.now(UTC)
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture(scope="module")
-def urls(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["intake", "custody"]) as cluster:
-        yield cluster.urls
+CLUSTER = ["intake", "custody"]
+PARTNERS = {DONOR: Role.DONOR, STAFF: Role.STAFF, OPS: Role.OPERATIONS}
 
 
-@pytest.fixture(scope="module")
-async def keys(namespace) -> dict[str, str]:
-    return {
-        DONOR: await create_key(namespace, Role.DONOR, DONOR),
-        STAFF: await create_key(namespace, Role.STAFF, STAFF),
-        OPS: await create_key(namespace, Role.OPERATIONS, OPS),
-    }
+def _diagnosed(device: dict[str, Any], at: datetime) -> DeviceDiagnosed:
+    return diagnosed(UUID(device["device_id"]), UUID(device["pickup_id"]), at)
 
 
-@pytest.fixture(scope="module")
-async def http(urls, keys):
-    """Pickups and scans go to intake; the views they feed are custody's."""
-    async with httpx.AsyncClient(timeout=60) as client:
-
-        async def call(who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
-            headers = {"X-API-Key": keys[who]} if who else {}
-            service = "intake" if path.startswith("/pickups") else "custody"
-            return await client.request(method, urls[service] + path, headers=headers, **kw)
-
-        yield call
-
-
-def diagnosed(device: dict[str, Any], at: datetime) -> DeviceDiagnosed:
-    return DeviceDiagnosed(
-        event_id=uuid4(),
-        occurred_at=at,
-        producer="diagnostics",
-        correlation_id=UUID(device["pickup_id"]),
-        device_id=UUID(device["device_id"]),
-        report_id=uuid4(),
-        specs=HardwareSpecs(),
-        cosmetic_grade=Grade.B,
-        functional_grade=Grade.A,
-        decision=Decision.REFURBISH,
-        reason="all tests passed",
-        rules_version="2026.1",
-        tested_by=STAFF,
-        location="Warehouse Brussels",
-    )
-
-
-def wiped(device: dict[str, Any], at: datetime) -> DeviceWiped:
-    return DeviceWiped(
-        event_id=uuid4(),
-        occurred_at=at,
-        producer="diagnostics",
-        correlation_id=UUID(device["pickup_id"]),
-        device_id=UUID(device["device_id"]),
-        certificate_id=uuid4(),
-        erasures=[
-            ErasureRecord(
-                drive_serial="DRV-1",
-                method=SanitizationMethod.PURGE,
-                technique="crypto erase",
-                tool="nwipe",
-                tool_version="0.37",
-                verified=True,
-                verification="full read-back",
-                operator=STAFF,
-                performed_at=at,
-                location="Warehouse Brussels",
-            )
-        ],
-    )
+def _wiped(device: dict[str, Any], at: datetime) -> DeviceWiped:
+    return wiped(UUID(device["device_id"]), UUID(device["pickup_id"]), at)
 
 
 SCANS = [
@@ -114,31 +43,18 @@ SCANS = [
 async def fleet(http, namespace) -> dict[str, dict[str, Any]]:
     """Four devices scanned in; B diagnosed three hours ago; C diagnosed and wiped an hour ago.
     So: A and D received (just now), B diagnosed (3 h), C wiped (1 h)."""
-    body = {
-        "address": {"street": "Rue 1", "postal_code": "1040", "city": "Brussels", "country": "BE"},
-        "contact": {"name": "Jo", "email": "it@acme.example"},
-        "window": {
-            "start": (NOW + timedelta(days=1)).isoformat(),
-            "end": (NOW + timedelta(days=3)).isoformat(),
-        },
-        "expected": {"laptop": 4},
-    }
-    pickup = (await http(DONOR, "POST", "/pickups", json=body)).json()
-    pid = pickup["pickup_id"]
-    schedule = {"scheduled_for": (NOW + timedelta(days=2)).isoformat()}
-    assert (await http(STAFF, "POST", f"/pickups/{pid}/schedule", json=schedule)).is_success
+    pid = (await new_pickup(http, DONOR, STAFF, expected={"laptop": 4}))["pickup_id"]
     devices = {}
     for name, scan in zip("ABCD", SCANS, strict=True):
-        fields = {"category": "laptop", "model": "X", "weight_kg": 1.5, "location": "Brussels"}
-        response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=fields | scan)
+        response = await http(STAFF, "POST", f"/pickups/{pid}/devices", json=scan_body(**scan))
         assert response.status_code == 201, response.text
         devices[name] = response.json()
     a, b, c, d_ = devices["A"], devices["B"], devices["C"], devices["D"]
     await publish(
         namespace,
-        diagnosed(b, NOW - 3 * HOUR),
-        diagnosed(c, NOW - 2 * HOUR),
-        wiped(c, NOW - HOUR),
+        _diagnosed(b, NOW - 3 * HOUR),
+        _diagnosed(c, NOW - 2 * HOUR),
+        _wiped(c, NOW - HOUR),
     )
 
     async def settled() -> bool:

@@ -21,8 +21,7 @@ from shared.events import (
 )
 from shared.ids import derive_id
 from tests.conftest import MONGO_URL
-from tests.helpers import TopicReader, create_key, eventually, publish, publish_raw
-from tools.cluster import project_root, running_cluster
+from tests.helpers import TopicReader, eventually, publish, publish_raw
 
 pytestmark = pytest.mark.integration
 
@@ -76,26 +75,18 @@ def destroyed(serial: str) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def cluster(topics, base_env, namespace):
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env, log_dir, ["recycling"]) as cluster:
-        yield cluster
+CLUSTER = ["recycling"]
+PARTNERS = {
+    "staff": (Role.STAFF, "staff-lena"),
+    "ops": (Role.OPERATIONS, "ops-omar"),
+    "donor": (Role.DONOR, "acme-consulate"),
+    "school": (Role.RECIPIENT, "school-malala"),
+}
 
 
 @pytest.fixture(scope="module")
 def service(cluster):
     return cluster.urls["recycling"]
-
-
-@pytest.fixture(scope="module")
-async def keys(namespace):
-    return {
-        "staff": await create_key(namespace, Role.STAFF, "staff-lena"),
-        "ops": await create_key(namespace, Role.OPERATIONS, "ops-omar"),
-        "donor": await create_key(namespace, Role.DONOR, "acme-consulate"),
-        "school": await create_key(namespace, Role.RECIPIENT, "school-malala"),
-    }
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ read from the environment and intake's manifest import to have its own.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from uuid import uuid4
@@ -18,8 +17,7 @@ import httpx
 import pytest
 
 from shared.auth import Role
-from tests.helpers import create_key
-from tools.cluster import SERVICES, Cluster, project_root, running_cluster
+from tools.cluster import SERVICES
 from tools.fuzz import caller_of, hostile_cases
 
 pytestmark = pytest.mark.integration
@@ -27,23 +25,16 @@ pytestmark = pytest.mark.integration
 LIMITS = {"GREENIT_MAX_BODY_BYTES": "65536", "GREENIT_MAX_MANIFEST_BODY_BYTES": "262144"}
 
 
-@pytest.fixture(scope="module")
-def cluster(topics, base_env, namespace) -> Iterator[Cluster]:
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(base_env | LIMITS, log_dir) as cluster:
-        yield cluster
+PARTNERS = {
+    "staff": (Role.STAFF, "staff-bodies"),
+    "donor": (Role.DONOR, "donor-bodies"),
+    "recipient": (Role.RECIPIENT, "school-bodies"),
+}
 
 
 @pytest.fixture(scope="module")
-def keys(cluster, namespace) -> dict[str, str]:
-    async def create() -> dict[str, str]:
-        return {
-            "staff": await create_key(namespace, Role.STAFF, "staff-bodies"),
-            "donor": await create_key(namespace, Role.DONOR, "donor-bodies"),
-            "recipient": await create_key(namespace, Role.RECIPIENT, "school-bodies"),
-        }
-
-    return asyncio.run(create())
+def service_env() -> dict[str, str]:
+    return LIMITS
 
 
 READ_ONLY = ("custody",)

@@ -7,9 +7,6 @@ five at once, and wrong keys from one address are slowed down to 429 without slo
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -17,8 +14,8 @@ import httpx
 import pytest
 
 from shared.auth import SERVICES, Role, new_key
-from tests.helpers import create_key
-from tools.cluster import project_root, running_cluster
+from tests.helpers import run_module
+from tools.cluster import project_root
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +43,23 @@ def readme_table() -> dict[tuple[str, str, str], set[str] | None]:
     return table
 
 
-@pytest.fixture(scope="module")
-def urls(topics, base_env, namespace) -> Iterator[dict[str, str]]:
-    env = base_env | {"GREENIT_AUTH_FAILURES_PER_MINUTE": str(FAILURES_PER_MINUTE)}
-    log_dir = project_root() / ".local" / "test-logs" / namespace
-    with running_cluster(env, log_dir) as cluster:
-        yield cluster.urls
+PARTNERS = {role: (Role(role), f"{role}-walk") for role in ROLES}
 
 
 @pytest.fixture(scope="module")
-async def keys(urls, namespace) -> dict[str, str]:
-    made = {role: await create_key(namespace, Role(role), f"{role}-walk") for role in ROLES}
-    return made | {"wrong": new_key()}
+def service_env() -> dict[str, str]:
+    return {"GREENIT_AUTH_FAILURES_PER_MINUTE": str(FAILURES_PER_MINUTE)}
+
+
+@pytest.fixture(scope="module")
+def urls(cluster) -> dict[str, str]:
+    return cluster.urls
+
+
+@pytest.fixture(scope="module")
+def keys(urls, keys) -> dict[str, str]:
+    """The module's partners' keys and a wrong one."""
+    return keys | {"wrong": new_key()}
 
 
 def _fill(path: str, operation: dict[str, Any]) -> str:
@@ -150,14 +152,8 @@ def test_operations_cannot_write_a_test_report_in_diagnostics(urls, keys):
 
 def test_a_revocation_reaches_every_service_when_the_cli_returns(urls, base_env):
     def cli(*args: str) -> str:
-        run = subprocess.run(
-            [sys.executable, "-m", "shared.auth", *args],
-            env=base_env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
+        run = run_module(base_env, "shared.auth", *args)
+        assert run.returncode == 0, run.stderr
         return run.stdout.strip()
 
     key = cli("create-key", "--role", "staff", "--partner", "staff-leaving")
