@@ -199,3 +199,16 @@ class Connected(Protocol):
 class Connection:
     db: Database
     relay: Relay
+
+
+class ServiceStore:
+    """The base of each service's `Store`: the one object that makes the service's collection
+    calls, on the database of what it was given (the app's runtime once started, or a
+    `Connection` in a test)."""
+
+    def __init__(self, connected: Connected) -> None:
+        self._connected = connected
+
+    @property
+    def _db(self) -> Database:
+        return self._connected.db

@@ -118,6 +118,27 @@ class ChaosConfig:
     calls over them at random."""
 
 
+def small_run(**changes: Any) -> ChaosConfig:
+    """The e2e tests' run: 60 devices in two batches of 30, a broker and a store of its own on
+    free ports, quiet, within 8 minutes and 90 s to settle; `changes` set the rest."""
+    from tools.cluster import free_port
+
+    preset: dict[str, Any] = {
+        "devices": 60,
+        "batch_min": 30,
+        "batch_max": 30,
+        "parallel_batches": 2,
+        "return_share": 0.02,
+        "kafka_port": free_port(),
+        "controller_port": free_port(),
+        "store_port": free_port(),
+        "timeout_s": 480,
+        "settle_s": 90,
+        "quiet": True,
+    }
+    return ChaosConfig(**(preset | changes))
+
+
 # ---- the plan ---------------------------------------------------------------------------------
 
 

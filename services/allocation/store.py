@@ -26,7 +26,6 @@ from services.allocation.domain import (
 )
 from shared.events import DeviceCategory, Event, MinSpecs
 from shared.mongo import (
-    Database,
     Document,
     find_by_ids,
     lease,
@@ -35,7 +34,7 @@ from shared.mongo import (
     to_document,
     update_if,
 )
-from shared.outbox import Connected, outbox_doc, outbox_set
+from shared.outbox import ServiceStore, outbox_doc, outbox_set
 from shared.usecase import Loaded
 
 _DEVICE = TypeAdapter(StockDevice)
@@ -107,16 +106,9 @@ def shipment_from(doc: Document) -> Shipment:
     return _SHIPMENT.validate_python({**doc, "shipment_id": doc["_id"]})
 
 
-class Store:
+class Store(ServiceStore):
     """Every collection call of allocation. As a `shared.usecase.Subjects` it loads and saves
     stock devices, a save guarded by the state the decision was made on."""
-
-    def __init__(self, connected: Connected) -> None:
-        self._connected = connected
-
-    @property
-    def _db(self) -> Database:
-        return self._connected.db
 
     async def setup(self) -> None:
         await self._db.stock.create_index([("state", ASCENDING), ("category", ASCENDING)])

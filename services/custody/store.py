@@ -17,6 +17,7 @@ from services.custody.domain import Custody
 from shared.devices import RegisteredDevice
 from shared.events import DeviceReceived
 from shared.mongo import Database, Document, to_document, update_if
+from shared.outbox import ServiceStore
 
 _CUSTODY = TypeAdapter(Custody)
 
@@ -134,15 +135,8 @@ class Connected(Protocol):
     db: Database
 
 
-class Store:
+class Store(ServiceStore):
     """Every collection call of custody."""
-
-    def __init__(self, connected: Connected) -> None:
-        self._connected = connected
-
-    @property
-    def _db(self) -> Database:
-        return self._connected.db
 
     async def setup(self) -> None:
         await self._db.devices.create_index([("partner_id", ASCENDING)])

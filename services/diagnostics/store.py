@@ -12,7 +12,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.diagnostics.domain import Device, DeviceState, SanitizationRecord
 from shared.events import Event
 from shared.mongo import DUPLICATE_KEY, Database, Document, to_document, update_if
-from shared.outbox import Connected, outbox_set
+from shared.outbox import ServiceStore, outbox_set
 from shared.usecase import Loaded
 
 
@@ -36,15 +36,8 @@ def _received_doc(device: Device) -> Document:
     return {"_id": str(device.device_id), "version": 0, **_device_fields(device)}
 
 
-class Store:
+class Store(ServiceStore):
     """Every collection call of diagnostics."""
-
-    def __init__(self, connected: Connected) -> None:
-        self._connected = connected
-
-    @property
-    def _db(self) -> Database:
-        return self._connected.db
 
     async def load(self, device_id: UUID) -> Loaded[Device] | None:
         doc = await self._db.devices.find_one({"_id": str(device_id)}, {"outbox": 0})

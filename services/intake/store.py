@@ -18,7 +18,6 @@ from services.intake.domain import KnownDevice, Pickup, ReceivedDevice
 from shared.events import Event
 from shared.mongo import (
     DUPLICATE_KEY,
-    Database,
     Document,
     find_by_ids,
     increment,
@@ -28,7 +27,7 @@ from shared.mongo import (
     to_document,
     update_if,
 )
-from shared.outbox import Connected, outbox_doc, outbox_set
+from shared.outbox import ServiceStore, outbox_doc, outbox_set
 
 ASSET_TAG_COUNTER = "asset_tag"
 
@@ -95,15 +94,8 @@ def _serial_id(pickup_id: UUID, serial_fold: str) -> str:
     return f"{pickup_id}:{serial_fold}"
 
 
-class Store:
+class Store(ServiceStore):
     """Every collection call of intake but the manifest rows' own (`manifest_store`)."""
-
-    def __init__(self, connected: Connected) -> None:
-        self._connected = connected
-
-    @property
-    def _db(self) -> Database:
-        return self._connected.db
 
     async def setup(self) -> None:
         db = self._db

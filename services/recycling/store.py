@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from services.recycling.domain import Device, Lot, RecyclingRecord, State
 from shared.events import Event
 from shared.mongo import Database, Document, to_document, update_if
-from shared.outbox import Connected, outbox_set
+from shared.outbox import ServiceStore, outbox_set
 from shared.usecase import Loaded
 
 DISPATCHING = "dispatching"
@@ -54,15 +54,8 @@ def lot_from(doc: Document) -> Lot:
     return _LOT.validate_python({**doc, "lot_id": doc["_id"]})
 
 
-class Store:
+class Store(ServiceStore):
     """Every collection call of recycling."""
-
-    def __init__(self, connected: Connected) -> None:
-        self._connected = connected
-
-    @property
-    def _db(self) -> Database:
-        return self._connected.db
 
     # ---- devices ------------------------------------------------------------------------------
 

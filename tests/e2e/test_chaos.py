@@ -11,29 +11,13 @@ import asyncio
 
 import pytest
 
-from tools.chaos import ChaosConfig, run
-from tools.cluster import free_port
+from tools.chaos import run, small_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def test_every_device_reaches_its_end_once_although_services_kafka_and_store_are_killed():
-    config = ChaosConfig(
-        devices=60,
-        kills=5,
-        restart_kafka=True,
-        restart_store=True,
-        batch_min=30,
-        batch_max=30,
-        parallel_batches=2,
-        return_share=0.02,
-        kafka_port=free_port(),
-        controller_port=free_port(),
-        store_port=free_port(),
-        timeout_s=480,
-        settle_s=90,
-        quiet=True,
-    )
+    config = small_run(kills=5, restart_kafka=True, restart_store=True)
 
     report = asyncio.run(run(config))
 

@@ -13,30 +13,13 @@ import asyncio
 
 import pytest
 
-from tools.chaos import ChaosConfig, run
-from tools.cluster import free_port
+from tools.chaos import run, small_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def test_two_instances_of_every_service_apply_each_step_once():
-    config = ChaosConfig(
-        devices=60,
-        kills=2,
-        restart_kafka=False,
-        restart_store=False,
-        batch_min=30,
-        batch_max=30,
-        parallel_batches=2,
-        return_share=0.02,
-        kafka_port=free_port(),
-        controller_port=free_port(),
-        store_port=free_port(),
-        timeout_s=480,
-        settle_s=90,
-        quiet=True,
-        instances=2,
-    )
+    config = small_run(kills=2, restart_kafka=False, restart_store=False, instances=2)
 
     report = asyncio.run(run(config))
 
