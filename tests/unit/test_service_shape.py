@@ -61,3 +61,22 @@ def test_the_check_sees_a_raw_collection_call_and_an_import_of_shared_mongo(tmp_
 def test_every_service_is_checked():
     checked = {p.parent.name for p in USE_CASE_MODULES}
     assert checked >= {"allocation", "custody", "diagnostics", "intake", "recycling"}
+
+
+STAND_INS = ("ferretdb", "secantus", "sqlite")
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p
+        for p in [*ROOT.glob("services/**/*.py"), *ROOT.glob("shared/*.py")]
+        if p.name != "store_adapter.py"
+    ),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_only_the_store_adapter_names_a_stand_in_store(path: Path):
+    """The services are written for MongoDB; a stand-in's quirks live in shared/store_adapter.py
+    (issue 15), so no other module of services/ or shared/ names one, not even in a comment."""
+    text = path.read_text().lower()
+    assert [s for s in STAND_INS if s in text] == []
