@@ -4,8 +4,9 @@
   with a cap (a Content-Length above the limit is refused before reading; a chunked body or a
   lying Content-Length is cut off at the limit), so an oversized body is never held whole.
 - A JSON body is parsed strictly first: `NaN`, `Infinity`, `-Infinity`, a number too large for a
-  float (`1e309`), a string or key holding a lone surrogate (`"\\ud800"`, not UTF-8) and a key
-  repeated in one object are refused with 422 naming the field (`loc`), never echoing the value.
+  float (`1e309`), an integer beyond 64 bits (the store could not keep it), a string or key
+  holding a lone surrogate (`"\\ud800"`, not UTF-8) and a key repeated in one object are refused
+  with 422 naming the field (`loc`), never echoing the value.
 - Numbers, booleans and strings in a body are strict: `true` is not 1, `1` is not `true`, `"5"`
   is not 5, a number is not a date-time; an integer is still a valid number. Checked against
   the operation's body schema in the app's
@@ -186,12 +187,30 @@ def _float(literal: str) -> float | _NonFinite:
     return value if math.isfinite(value) else _NonFinite(literal)
 
 
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers the store can keep (BSON's int64): a larger one would fail at the write."""
+
+
+@dataclass(frozen=True)
+class _HugeInt:
+    literal: str
+
+
+def _int(literal: str) -> int | _HugeInt:
+    value = int(literal)
+    return value if INT64[0] <= value <= INT64[1] else _HugeInt(literal)
+
+
 def strict_json_problems(body: bytes) -> Iterator[dict[str, Any]]:
     """What the strict reading refuses in a JSON body, as FastAPI's 422 errors (loc from
     "body"). A body that is not JSON at all yields nothing here: FastAPI answers it."""
     try:
         parsed = json.loads(
-            body, object_pairs_hook=_object, parse_float=_float, parse_constant=_NonFinite
+            body,
+            object_pairs_hook=_object,
+            parse_float=_float,
+            parse_int=_int,
+            parse_constant=_NonFinite,
         )
     except ValueError:
         return
@@ -205,6 +224,12 @@ def _problems(value: Any, loc: tuple[str | int, ...]) -> Iterator[dict[str, Any]
             "finite_number",
             "Input should be a finite number (JSON has no NaN, "
             "Infinity or numbers beyond a float's range)",
+        )
+    elif isinstance(value, _HugeInt):
+        yield _error(
+            loc,
+            "int_range",
+            f"Input should be an integer from {INT64[0]:,} to {INT64[1]:,} (64 bits)",
         )
     elif isinstance(value, str):
         if _SURROGATE.search(value):

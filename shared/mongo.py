@@ -259,7 +259,7 @@ async def increment(collection: AsyncCollection[Document], doc_id: Any, field: s
     """Add one to a counter and return its new value; concurrent callers (in any process) each
     get a value of their own. The counter is created (at 0) before it is incremented: a
     concurrent upsert by `findAndModify` is a race MongoDB resolves by a duplicate-key error and
-    some stores answer wrongly (docs/store.md, SecantusDB defect 2)."""
+    a stand-in store answers wrongly (docs/store.md)."""
     adapter = await _adapter(collection)
     async with adapter.turn(collection, doc_id):
         for _ in range(3):

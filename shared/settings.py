@@ -15,6 +15,7 @@ from shared.credentials import (
     read_password,
     read_store_password,
 )
+from shared.store_adapter import STORES_WITHOUT_USERS
 
 
 def store_auth_on(setting: bool | None) -> bool:
@@ -22,7 +23,7 @@ def store_auth_on(setting: bool | None) -> bool:
     `./dev` runs (GREENIT_STORE) is one it starts without users."""
     if setting is not None:
         return setting
-    return os.environ.get("GREENIT_STORE", "") not in ("ferretdb", "mongod")
+    return os.environ.get("GREENIT_STORE", "") not in STORES_WITHOUT_USERS
 
 
 class ServiceSettings(BaseSettings):
@@ -56,8 +57,8 @@ class ServiceSettings(BaseSettings):
     store_auth: bool | None = Field(
         None,
         description="Authenticate to the document store (SCRAM, user store_username, "
-        "authSource admin). Unset: yes, unless GREENIT_STORE is ferretdb or mongod (stores "
-        "./dev starts without users: FerretDB v1 cannot authenticate).",
+        "authSource admin). Unset: yes, unless GREENIT_STORE names a store ./dev starts "
+        "without users (docs/store.md).",
     )
     store_username: str = Field(
         "", description="The store user this process connects as; empty: the service's name."

@@ -139,6 +139,10 @@ class FerretDBv1(MongoSemantics):
         return {doc["_id"]: doc for doc in found if doc is not None}
 
 
+STORES_WITHOUT_USERS = ("ferretdb", "mongod")
+"""The GREENIT_STORE values for which ./dev starts a store without users: FerretDB v1 has none,
+and a local mongod is started without `--auth` (`shared.settings.store_auth_on`)."""
+
 _BUSY_SIGNS = ("SQLITE_BUSY", "database is locked")
 """How FerretDB on SQLite says another writer holds the lock: a retry a moment later succeeds."""
 

@@ -75,6 +75,14 @@ class Namespaces:
             self.thread.submit(asyncio.run, drop_namespace(BOOTSTRAP, MONGO_URL, name))
         )
 
+    def wait_idle(self) -> None:
+        """Until nothing is being made or dropped: for a module that changes this process's
+        environment (the thread reads it), before it does."""
+        for _, created in self.ready:
+            created.exception()
+        for dropped in self.dropped:
+            dropped.exception()
+
     def close(self) -> None:
         """Drop what was made for modules that did not come, then wait for every drop."""
         for name, created in self.ready:

@@ -4,6 +4,7 @@ no password at all; the deployment's broker still refuses such a client."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,10 +14,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.admin import create_topics, drop_namespace
-from shared.credentials import PLAINTEXT
+from shared.credentials import PLAINTEXT, secrets_dir
 from shared.kafka_access import refusal
 from shared.settings import ServiceSettings
-from tests.conftest import BOOTSTRAP, MONGO_URL
+from tests.conftest import BOOTSTRAP, MONGO_URL, Namespaces
 from tools.cluster import free_port
 from tools.localinfra import LocalKafka
 
@@ -26,9 +27,13 @@ class IntakeSettings(ServiceSettings):
 
 
 @pytest.fixture(scope="module")
-def plain_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """PLAINTEXT for every client of this process, and a secrets directory holding nothing."""
+def plain_env(tmp_path_factory: pytest.TempPathFactory, namespaces: Namespaces) -> Iterator[Path]:
+    """PLAINTEXT for every client of this process, and a secrets directory holding no Kafka
+    password (the store's are copied: the store is not the question here)."""
     secrets = tmp_path_factory.mktemp("no-secrets")
+    for store_secret in secrets_dir().glob("store-*"):
+        shutil.copy(store_secret, secrets / store_secret.name)
+    namespaces.wait_idle()  # the namespaces' thread reads the environment this changes
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GREENIT_SECRETS_DIR", str(secrets))
         mp.setenv("GREENIT_KAFKA_SECURITY_PROTOCOL", PLAINTEXT)
