@@ -109,14 +109,8 @@ class FerretDBv1(MongoSemantics):
         # semantics), write by `_id`: the guarantee FerretDB gives, without its scan.
         async with self.turn(collection, doc_id):
             current = await collection.find_one({"_id": doc_id})
-            if current is None:
-                if not upsert:
-                    return False
-                try:
-                    result = await collection.update_one({"_id": doc_id}, update, upsert=True)
-                except DuplicateKeyError:
-                    return False  # inserted meanwhile
-                return bool(result.matched_count or result.upserted_id is not None)
+            if current is None:  # an upsert by `_id` alone: one the store applies atomically
+                return upsert and await super().update_if(collection, doc_id, {}, update, True)
             if condition and not self._matches(dict(condition), current):
                 return False
             result = await collection.update_one({"_id": doc_id}, update)

@@ -139,8 +139,13 @@ def _namespace(
 @pytest.fixture(scope="module")
 def namespace(_namespace: tuple[str, Future[Any] | None]) -> str:
     """Each test module gets topics, groups and databases of its own: nothing leaks between
-    them. A module's namespace is dropped (in the background) after the module."""
-    return _namespace[0]
+    them. A module's namespace is dropped (in the background) after the module. It is ready
+    when prepared: its store users granted (and its topics made), even for a test that asks
+    for the namespace alone."""
+    name, created = _namespace
+    if created is not None:
+        created.result()
+    return name
 
 
 @pytest.fixture(scope="module")

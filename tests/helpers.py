@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pymongo import AsyncMongoClient
 
 from shared.auth import Role, new_key, store_key
 from shared.codec import decode, encode, headers_for
+from shared.credentials import secrets_dir
 from shared.events import (
     DeviceCategory,
     DeviceReady,
@@ -340,6 +342,23 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def start_refused(
+    base_env: Mapping[str, str], service: str, setting: str, case: str, secrets: Path, keep: str
+) -> subprocess.CompletedProcess[str]:
+    """Start `service` as a process with a wrong password in `setting` (case "wrong"), or with a
+    secrets directory `secrets` holding only the files matching `keep` (case "missing"): what
+    it printed when it stopped (a stopped start takes seconds, so 120 s is a hang)."""
+    env = {**base_env, "GREENIT_HTTP_PORT": "0", "GREENIT_LOG_FORMAT": "text"}
+    env.pop(setting, None)
+    if case == "wrong":
+        env[setting] = "not-the-password"
+    else:
+        env["GREENIT_SECRETS_DIR"] = str(secrets)
+        for kept in secrets_dir().glob(keep):
+            shutil.copy(kept, secrets / kept.name)
+    return run_module(env, f"services.{service}", timeout=120)
 
 
 @contextmanager

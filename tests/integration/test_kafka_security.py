@@ -5,10 +5,6 @@ kafka-python's, a client this project did not write, so the refusals are the bro
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +21,12 @@ from kafka.errors import (  # type: ignore[import-untyped]
 )
 
 from shared.codec import encode
-from shared.credentials import KafkaCredentials, secrets_dir
+from shared.credentials import KafkaCredentials
 from shared.events import DeviceUsageReported
 from shared.examples import EXAMPLES
 from shared.kafka_access import refusal
 from tests.conftest import BOOTSTRAP, kafka_auth, settings_in
+from tests.helpers import start_refused
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -165,22 +162,10 @@ async def test_health_check_tells_a_refused_password(namespace: str) -> None:
 def test_a_service_with_a_wrong_or_missing_password_stops_naming_the_setting(
     base_env: dict[str, str], case: str, tmp_path: Path
 ) -> None:
-    env = {**base_env, "GREENIT_HTTP_PORT": "0", "GREENIT_LOG_FORMAT": "text"}
-    env.pop("GREENIT_KAFKA_PASSWORD", None)
-    if case == "wrong":
-        env["GREENIT_KAFKA_PASSWORD"] = "not-the-password"
-    else:
-        env["GREENIT_SECRETS_DIR"] = str(tmp_path)  # no Kafka secret files there
-        for store_secret in secrets_dir().glob("store-*"):  # the store's: it is not the question
-            shutil.copy(store_secret, tmp_path / store_secret.name)
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "services.allocation"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    # the store's secret files are kept: the store is not the question here
+    result = start_refused(
+        base_env, "allocation", "GREENIT_KAFKA_PASSWORD", case, tmp_path, keep="store-*"
     )
     assert result.returncode != 0
     if case == "wrong":

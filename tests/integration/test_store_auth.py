@@ -6,9 +6,6 @@ services' code), against the store the suite runs on; skipped where that store h
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,10 +14,11 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
 from shared import mongo
-from shared.credentials import SERVICES, read_store_password, secrets_dir
+from shared.credentials import SERVICES, read_store_password
 from shared.settings import store_auth_on
 from shared.store_users import database_of
 from tests.conftest import MONGO_ADDRESS, MONGO_URL
+from tests.helpers import start_refused
 from tools.cluster import free_port
 from tools.localinfra import USERS_MARKER, LocalStore, store_kind
 
@@ -133,22 +131,10 @@ def test_the_operations_user_reads_every_service_and_writes_none(seeded, admin) 
 def test_a_service_with_a_wrong_or_missing_store_password_stops_naming_the_setting(
     base_env: dict[str, str], case: str, tmp_path: Path, topics: str
 ) -> None:
-    env = {**base_env, "GREENIT_HTTP_PORT": "0", "GREENIT_LOG_FORMAT": "text"}
-    env.pop("GREENIT_STORE_PASSWORD", None)
-    if case == "wrong":
-        env["GREENIT_STORE_PASSWORD"] = "not-the-password"
-    else:
-        env["GREENIT_SECRETS_DIR"] = str(tmp_path)  # Kafka's secret files only
-        for kafka_secret in secrets_dir().glob("kafka-*"):
-            shutil.copy(kafka_secret, tmp_path / kafka_secret.name)
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "services.recycling"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    # Kafka's secret files are kept: Kafka is not the question here
+    result = start_refused(
+        base_env, "recycling", "GREENIT_STORE_PASSWORD", case, tmp_path, keep="kafka-*"
     )
     assert result.returncode != 0
     if case == "wrong":
